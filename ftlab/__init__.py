@@ -1,0 +1,1 @@
+"""ftlab: a workbook for learning how fine-tuning hyperparameters behave."""
