@@ -1,1 +1,19 @@
-"""ftlab: a workbook for learning how fine-tuning hyperparameters behave."""
+"""ftlab: a workbook for learning how fine-tuning hyperparameters really behave.
+
+The public API is what the notebooks use: describe an experiment with RunConfig, run it
+with train(), compare the Runs with the plot functions.
+"""
+__version__ = "0.1.0"
+
+from .config import RunConfig
+from .errors import ConfigError, DataError, DeviceError, FtlabError, ModelNotFoundError
+from .memory import MemoryBreakdown
+from .models import load_model, load_tokenizer
+from .data import load_data
+from .profiles import base_config, profile_name, workload
+from .run import Run
+from .train import train
+
+__all__ = ["RunConfig", "load_model", "load_tokenizer", "load_data", "train", "Run", "MemoryBreakdown",
+           "base_config", "profile_name", "workload", "ConfigError", "DataError", "DeviceError",
+           "FtlabError", "ModelNotFoundError"]

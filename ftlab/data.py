@@ -1,0 +1,241 @@
+"""Instruction data for a run: reading, chat-templating, loss masking and packing.
+
+The model should learn to write the *answer*, not to reproduce the question, so every
+prompt token (system turn, user turn, the assistant header) gets label -100 and only the
+response tokens plus the closing ``<|im_end|>`` are scored. Packing puts several examples
+into one row to waste no compute on padding; each example restarts its ``position_ids``
+at 0 and no attention mask is passed, which makes transformers build a block-diagonal
+causal mask, so an example never attends to the one packed before it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedTokenizerBase
+
+from .config import RunConfig
+from .errors import DataError
+
+SPLITS = ("train", "validation", "test")
+SHIPPED = ("finance",)
+
+
+def data_dir() -> Path:
+    """The shipped data folder (FTLAB_DATA overrides the repository's data/)."""
+    return Path(os.environ.get("FTLAB_DATA") or Path(__file__).resolve().parent.parent / "data")
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "response")) -> list[dict[str, Any]]:
+    """Every line of a JSONL file as a dict, or a DataError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; give a .jsonl file with one JSON object per line")
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}); "
+                                f"each line must be one object like {{\"prompt\": \"...\", \"response\": \"...\"}}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for key in required:
+                if key not in row:
+                    raise DataError(f"{path}:{lineno}: missing field '{key}' (fields present: {', '.join(row) or 'none'}); "
+                                    f"set RunConfig.prompt_field / response_field if your file names them differently")
+                if not isinstance(row[key], str) or not row[key].strip():
+                    raise DataError(f"{path}:{lineno}: field '{key}' must be a non-empty string, got {row[key]!r}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no examples in the file")
+    return rows
+
+
+def load_raw(config: RunConfig) -> DatasetDict:
+    """train / validation / test splits with ``prompt`` and ``response`` columns."""
+    name, fields = config.dataset, (config.prompt_field, config.response_field)
+    if name in SHIPPED:
+        folder = data_dir() / name
+        return DatasetDict({s: Dataset.from_list(read_jsonl(folder / f"{s}.jsonl", fields)) for s in SPLITS}
+                           ).map(lambda r: _rename(r, fields))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        found = {s: path / f"{s}.jsonl" for s in SPLITS if (path / f"{s}.jsonl").is_file()}
+        if "train" not in found:
+            raise DataError(f"RunConfig.dataset={name!r}: the folder has no train.jsonl")
+        splits = DatasetDict({s: Dataset.from_list(read_jsonl(p, fields)) for s, p in found.items()})
+    elif path.suffix == ".jsonl":
+        splits = DatasetDict({"train": Dataset.from_list(read_jsonl(path, fields))})
+    elif name.startswith((".", "/", "~")) or path.suffix in (".json", ".csv"):
+        if not path.is_file():
+            raise DataError(f"RunConfig.dataset={name!r}: file not found")
+        import datasets
+        splits = datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path))
+    else:
+        import datasets
+        try:
+            splits = datasets.load_dataset(name)
+        except Exception as err:  # the hub raises many types; all mean "not available here"
+            raise DataError(f"RunConfig.dataset={name!r} could not be loaded ({type(err).__name__}); offline, use "
+                            f"'finance' or a local .jsonl/.json/.csv file or folder") from err
+    for split in splits.values():
+        for key in fields:
+            if key not in split.column_names:
+                raise DataError(f"RunConfig.dataset={name!r} has no column '{key}' (columns: "
+                                f"{', '.join(split.column_names)}); set prompt_field / response_field")
+    return _complete_splits(DatasetDict(splits), config.seed).map(lambda r: _rename(r, fields))
+
+
+def _rename(row: dict[str, Any], fields: tuple[str, str]) -> dict[str, Any]:
+    return {"prompt": str(row[fields[0]]), "response": str(row[fields[1]])}
+
+
+def _complete_splits(splits: DatasetDict, seed: int) -> DatasetDict:
+    """Carve missing validation/test splits (10% each) out of train, reproducibly."""
+    if "train" not in splits:
+        raise DataError(f"the data set has no 'train' split (splits: {', '.join(splits)})")
+    train = splits["train"]
+    for split in ("validation", "test"):
+        if split not in splits:
+            if len(train) < 20:
+                raise DataError(f"only {len(train)} training examples; need >= 20 to carve a {split} split")
+            parts = train.train_test_split(test_size=0.1, seed=seed)
+            train, splits[split] = parts["train"], parts["test"]
+    splits["train"] = train
+    return splits
+
+
+def chat_messages(prompt: str, system_prompt: str, response: str | None = None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": prompt})
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def _ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
+    return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
+
+
+def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, system_prompt: str,
+                   max_seq_length: int) -> dict[str, list[int]] | None:
+    """Token ids of one chat example with the prompt masked out of the labels.
+
+    Returns None when the prompt alone fills ``max_seq_length`` (nothing left to learn).
+    """
+    prompt_ids = _ids(tokenizer, chat_messages(prompt, system_prompt), generation_prompt=True)
+    full_ids = _ids(tokenizer, chat_messages(prompt, system_prompt, response), generation_prompt=False)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise DataError("the tokenizer's chat template does not render the prompt as a prefix of the full "
+                        "conversation, so prompt tokens cannot be masked reliably; use a model whose template does")
+    if len(prompt_ids) >= max_seq_length:
+        return None
+    full_ids = full_ids[:max_seq_length]
+    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    return {"input_ids": full_ids, "labels": labels}
+
+
+def pack_examples(examples: Sequence[dict[str, list[int]]], max_seq_length: int, pad_token_id: int
+                  ) -> list[dict[str, list[int]]]:
+    """Greedily fill rows of exactly ``max_seq_length`` tokens with whole examples.
+
+    ``position_ids`` restart at 0 for each example (and for the padding tail), which is
+    what lets the model build a block-diagonal mask: no token sees another example. An
+    example is never split across rows.
+    """
+    rows: list[dict[str, list[int]]] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    pos: list[int] = []
+
+    def flush() -> None:
+        pad = max_seq_length - len(ids)
+        rows.append({"input_ids": ids + [pad_token_id] * pad, "labels": labels + [-100] * pad,
+                     "position_ids": pos + list(range(pad))})
+
+    for ex in examples:
+        n = len(ex["input_ids"])
+        if ids and len(ids) + n > max_seq_length:
+            flush()
+            ids, labels, pos = [], [], []
+        ids, labels, pos = ids + ex["input_ids"], labels + ex["labels"], pos + list(range(n))
+    if ids:
+        flush()
+    return rows
+
+
+@dataclass
+class Collator:
+    """Pads a batch on the right; packed rows are already full and carry position_ids."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        if "position_ids" in features[0]:
+            return {k: torch.tensor([f[k] for f in features]) for k in ("input_ids", "labels", "position_ids")}
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "labels": [], "attention_mask": []}
+        for f in features:
+            pad = width - len(f["input_ids"])
+            batch["input_ids"].append(f["input_ids"] + [self.pad_token_id] * pad)
+            batch["labels"].append(f["labels"] + [-100] * pad)
+            batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
+        return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+@dataclass
+class Data:
+    """Everything a run needs from its data set."""
+
+    train: Dataset
+    """Tokenized training rows (input_ids, labels[, position_ids])."""
+    validation: Dataset
+    """Tokenized validation rows for eval loss (the first ``eval_size``)."""
+    test: list[dict[str, str]]
+    """Raw held-out examples scored by exact match (the first ``exact_match_size``)."""
+    raw: DatasetDict
+    collator: Collator
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> tuple[list[dict], int]:
+    out, dropped = [], 0
+    for row in rows:
+        ex = encode_example(tokenizer, row["prompt"], row["response"], config.system_prompt, config.max_seq_length)
+        if ex is None:
+            dropped += 1
+        else:
+            out.append(ex)
+    return out, dropped
+
+
+def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Data:
+    """Load, template, mask and (optionally) pack the configured data set."""
+    if tokenizer is None:
+        from .models import load_tokenizer
+        tokenizer = load_tokenizer(config)
+    raw = load_raw(config)
+    train_rows = raw["train"].select(range(min(config.train_size, len(raw["train"])))) if config.train_size else raw["train"]
+    train, dropped = _tokenize(train_rows, tokenizer, config)
+    validation, dropped_val = _tokenize(raw["validation"].select(range(min(config.eval_size, len(raw["validation"])))),
+                                        tokenizer, config)
+    if not train:
+        raise DataError(f"no training example fits in max_seq_length={config.max_seq_length}; raise RunConfig.max_seq_length")
+    lengths = [len(ex["input_ids"]) for ex in train]
+    rows = pack_examples(train, config.max_seq_length, tokenizer.pad_token_id) if config.packing else train
+    test = [dict(r) for r in raw["test"].select(range(min(config.exact_match_size, len(raw["test"]))))]
+    info = {"train_examples": len(train), "train_rows": len(rows), "dropped_too_long": dropped + dropped_val,
+            "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),
+            "supervised_tokens": sum(sum(1 for t in ex["labels"] if t != -100) for ex in train)}
+    return Data(train=Dataset.from_list(rows), validation=Dataset.from_list(validation), test=test, raw=raw,
+                collator=Collator(tokenizer.pad_token_id), info=info)

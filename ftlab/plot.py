@@ -1,0 +1,91 @@
+"""Plots that compare Runs. Each function draws on a new figure (or the given axes) and
+returns the figure, so notebooks show it and tests can inspect it."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .memory import MiB, MemoryBreakdown
+from .run import Run
+
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations")
+MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _label(run: Run, i: int) -> str:
+    return run.label or f"run {i} ({run.config_hash})"
+
+
+def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True, eval: bool = True,
+                smooth: int = 1, title: str = "Loss") -> Figure:
+    """Train loss (thin, optionally smoothed) and eval loss (markers) of several runs overlaid."""
+    fig, ax = _axes(ax)
+    for i, run in enumerate(runs):
+        color = f"C{i % 10}"
+        if train:
+            steps, loss = run.series("loss")
+            if smooth > 1 and len(loss) >= smooth:
+                loss = [sum(loss[max(0, j - smooth + 1):j + 1]) / len(loss[max(0, j - smooth + 1):j + 1]) for j in range(len(loss))]
+            ax.plot(steps, loss, color=color, alpha=0.6, lw=1, label=f"{_label(run, i)} train")
+        if eval:
+            steps, loss = run.series("eval_loss")
+            ax.plot(steps, loss, color=color, marker="o", lw=2, label=f"{_label(run, i)} eval")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_metric(runs: Sequence[Run], key: str, ax: Axes | None = None, ylabel: str | None = None,
+                logy: bool = False) -> Figure:
+    """Any per-step history key (learning_rate, grad_norm, weight_norm, tokens_per_second)."""
+    fig, ax = _axes(ax)
+    for i, run in enumerate(runs):
+        steps, values = run.series(key)
+        ax.plot(steps, values, color=f"C{i % 10}", label=_label(run, i))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel or key.replace("_", " "))
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_lr(runs: Sequence[Run], ax: Axes | None = None) -> Figure:
+    """The learning rate each run really used at each step."""
+    return plot_metric(runs, "learning_rate", ax=ax, ylabel="learning rate")
+
+
+def plot_memory(items: Mapping[str, MemoryBreakdown] | Iterable[Run], ax: Axes | None = None,
+                title: str = "Training memory (measured)") -> Figure:
+    """Stacked bars of weights / gradients / optimizer state / activations in MiB."""
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        pairs = [(_label(r, i), r.memory) for i, r in enumerate(items) if r.memory is not None]
+    fig, ax = _axes(ax, figsize=(max(5.0, 1.3 * len(pairs) + 2), 4))
+    names = [p[0] for p in pairs]
+    bottom = [0.0] * len(pairs)
+    for part in MEMORY_PARTS:
+        values = [getattr(m, part) / MiB for _, m in pairs]
+        ax.bar(names, values, bottom=bottom, label=part, color=MEMORY_COLORS[part])
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for x, total in enumerate(bottom):
+        ax.annotate(f"{total:.0f}", (x, total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("MiB")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=20)
+    return fig

@@ -1,0 +1,273 @@
+"""train(config) -> Run: a Hugging Face Trainer run with ftlab's measurements around it.
+
+The Trainer does the training exactly as a learner would do it in their own script;
+ftlab adds one callback that records what the notebooks plot (loss, the learning rate
+actually used at each step, grad norm, weight norm, tokens/s, eval loss), measures the
+memory breakdown exactly on the first optimizer step, scores exact match at the end, and
+keeps everything it has when the run is interrupted (Ctrl-C or the notebook's stop
+button), so a half-finished curve is never lost.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import transformers
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from . import __version__
+from .config import GPU_ONLY_OPTIMIZERS, RunConfig
+from .data import Data, load_data
+from .errors import DeviceError
+from .evaluate import score_exact_match
+from .memory import ActivationMeter, MemoryBreakdown, gradient_bytes, optimizer_state_bytes, weight_bytes
+from .models import count_parameters, load_model, load_tokenizer
+from .profiles import profile_name
+from .run import Run
+
+
+def check_device(config: RunConfig) -> None:
+    """Refuse GPU-only options on a machine without CUDA, before anything is loaded."""
+    if torch.cuda.is_available():
+        return
+    if config.fp16:
+        raise DeviceError("RunConfig.fp16=True needs a CUDA GPU; on CPU use bf16=True (CPU autocast) or fp16=False")
+    if config.optim in GPU_ONLY_OPTIMIZERS:
+        raise DeviceError(f"RunConfig.optim={config.optim!r} pages optimizer state through GPU memory and needs CUDA; "
+                          f"on CPU use 'adamw_8bit' (8-bit states) or 'adamw_torch'")
+
+
+def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
+    """The TrainingArguments a learner would write for this config (same names, same values)."""
+    return TrainingArguments(
+        output_dir=output_dir,
+        max_steps=max(config.max_steps, 1),
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=16,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        lr_scheduler_kwargs=dict(config.lr_scheduler_kwargs),
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        optim=config.optim,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        max_grad_norm=config.max_grad_norm,
+        neftune_noise_alpha=config.neftune_noise_alpha or None,
+        label_smoothing_factor=config.label_smoothing_factor,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        bf16=config.bf16,
+        fp16=config.fp16,
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        log_level="error",
+    )
+
+
+def count_tokens(batch: dict[str, torch.Tensor], pad_token_id: int) -> int:
+    """Real (non-padding) tokens in a batch: the attention mask, or for packed rows the
+    row minus its trailing padding."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    ids = batch["input_ids"]
+    not_pad = (ids != pad_token_id).int()
+    trailing = (not_pad.flip(-1).cumsum(-1) == 0).sum()
+    return int(ids.numel() - trailing)
+
+
+class _FtlabTrainer(Trainer):
+    """Trainer plus two measurements: tokens per micro-batch, and activation bytes on the
+    first one. Eval loss is always plain cross-entropy, so runs with and without label
+    smoothing are compared on the same scale."""
+
+    def __init__(self, *args: Any, pad_token_id: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ftlab_pad_token_id = pad_token_id
+        self.ftlab_tokens = 0
+        self.ftlab_activation_bytes: int | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+        self.ftlab_tokens += count_tokens(inputs, self.ftlab_pad_token_id)
+        if self.ftlab_activation_bytes is None:
+            with ActivationMeter(model) as meter:
+                loss = super().training_step(model, inputs, num_items_in_batch)
+            self.ftlab_activation_bytes = meter.bytes
+            return loss
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        if model.training or self.label_smoother is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        smoother, self.label_smoother = self.label_smoother, None
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self.label_smoother = smoother
+
+
+class Recorder(TrainerCallback):
+    """Fills a Run's history while the Trainer runs (and draws the progress bar)."""
+
+    def __init__(self, run: Run, trainer_ref: list[_FtlabTrainer], progress: bool) -> None:
+        self.run = run
+        self._trainer = trainer_ref
+        self._progress = progress
+        self._bar: Any = None
+        self._t0 = 0.0
+        self._rows: dict[int, dict[str, Any]] = {}
+
+    def _row(self, step: int) -> dict[str, Any]:
+        if step not in self._rows:
+            self._rows[step] = {"step": step}
+            self.run.history.append(self._rows[step])
+        return self._rows[step]
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self._progress:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=state.max_steps, desc=self.run.label or "training", unit="step", leave=True)
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kw):
+        self._t0 = time.perf_counter()
+        row = self._row(state.global_step + 1)
+        if optimizer is not None:  # the lr this step really uses (logs report the next one)
+            row["learning_rate"] = float(optimizer.param_groups[0]["lr"])
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, model=None, **kw):
+        if self.run.memory is None and model is not None:
+            trainer = self._trainer[0]
+            self.run.memory = MemoryBreakdown(
+                weights=weight_bytes(model), gradients=gradient_bytes(model),
+                optimizer=optimizer_state_bytes(optimizer), activations=trainer.ftlab_activation_bytes or 0)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        dt = time.perf_counter() - self._t0
+        trainer = self._trainer[0]
+        row = self._row(state.global_step)
+        row.update(step_time=dt, tokens=trainer.ftlab_tokens, tokens_per_second=trainer.ftlab_tokens / dt if dt else None)
+        trainer.ftlab_tokens = 0
+        if model is not None:
+            params = [p.detach() for p in model.parameters() if p.requires_grad]
+            row["weight_norm"] = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))) if params else 0.0
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "eval_loss" in logs:
+            self.run.evals.append({"step": state.global_step, "eval_loss": float(logs["eval_loss"])})
+            if self._bar is not None:
+                self._bar.set_postfix(eval_loss=f"{logs['eval_loss']:.3f}", refresh=False)
+        if "loss" in logs and state.global_step > 0:
+            row = self._row(state.global_step)
+            row["loss"] = float(logs["loss"])
+            if logs.get("grad_norm") is not None:
+                row["grad_norm"] = float(logs["grad_norm"])
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def environment() -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    return {"ftlab": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+            "cpu_threads": torch.get_num_threads(), "profile": profile_name()}
+
+
+def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir: str | Path | None = None,
+          callbacks: Iterable[TrainerCallback] = (), progress: bool = True, save: bool = True) -> Run:
+    """Fine-tune as configured and return the Run (from the run cache if this config ran before).
+
+    ``retrain=True`` ignores the cache. ``callbacks`` are extra TrainerCallbacks (the
+    Playground uses one to redraw its plot live). An interrupt returns the Run so far
+    with ``status='interrupted'`` and does not cache it.
+    """
+    if not retrain:
+        cached = Run.cached(config, runs_dir)
+        if cached is not None:
+            cached.label = label or cached.label
+            return cached
+    check_device(config)
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(config)
+    data = load_data(config, tokenizer)  # data errors surface before the model is loaded
+    model, tokenizer = load_model(config)
+    run = Run(config=config, label=label, env=environment())
+    total, trainable = count_parameters(model)
+    run.metrics.update(parameters=total, trainable_parameters=trainable, **{f"data_{k}": v for k, v in data.info.items()})
+    trainer_ref: list[_FtlabTrainer] = []
+    recorder = Recorder(run, trainer_ref, progress)
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="ftlab-") as out:
+        trainer = _FtlabTrainer(model=model, args=training_arguments(config, out), train_dataset=data.train,
+                                eval_dataset=data.validation, data_collator=data.collator,
+                                callbacks=[recorder, *callbacks], pad_token_id=tokenizer.pad_token_id)
+        trainer.remove_callback(PrinterCallback)
+        trainer_ref.append(trainer)
+        try:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            trainer.evaluate()  # eval loss at step 0: where every curve starts
+            started = time.perf_counter()
+            if config.max_steps > 0:
+                trainer.train()
+                if run.evals[-1]["step"] != trainer.state.global_step:
+                    trainer.evaluate()  # the curve always ends with the final model
+            run.metrics["train_runtime"] = time.perf_counter() - started
+            if cuda and run.memory is not None:
+                run.memory.cuda_peak = int(torch.cuda.max_memory_allocated())
+            _finish(run, trainer.model, tokenizer, data)
+        except KeyboardInterrupt:
+            run.status = "interrupted"
+        finally:
+            recorder.close()
+    _summarize(run)
+    if save and run.status == "completed":
+        run.save(Path(runs_dir) / f"{config.hash()}.json" if runs_dir else None)
+    return run
+
+
+def _finish(run: Run, model: torch.nn.Module, tokenizer: Any, data: Data) -> None:
+    cfg = run.config
+    if cfg.exact_match_size:
+        score, samples = score_exact_match(model, tokenizer, data.test, cfg.system_prompt, cfg.max_new_tokens)
+        run.metrics["exact_match"] = score
+        run.samples = samples
+
+
+def _summarize(run: Run) -> None:
+    steps = [r for r in run.history if "loss" in r]
+    if steps:
+        tail = steps[-max(1, min(5, len(steps) // 5)):]
+        run.metrics["final_train_loss"] = sum(r["loss"] for r in tail) / len(tail)
+    if run.evals:
+        run.metrics["initial_eval_loss"] = run.evals[0]["eval_loss"]
+        run.metrics["final_eval_loss"] = run.evals[-1]["eval_loss"]
+        run.metrics["best_eval_loss"] = min(e["eval_loss"] for e in run.evals)
+    timed = [r for r in run.history[1:] if r.get("step_time")]  # step 1 includes warm-up and metering
+    if timed:
+        run.metrics["seconds_per_step"] = sum(r["step_time"] for r in timed) / len(timed)
+        run.metrics["tokens_per_second"] = sum(r["tokens"] for r in timed) / sum(r["step_time"] for r in timed)
+    if any(not math.isfinite(r.get("loss", 0.0)) for r in steps):
+        run.metrics["diverged"] = True
