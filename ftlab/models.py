@@ -218,8 +218,10 @@ def load_model(config: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerB
         model = _add_lora(model, config, quantized=quant is not None)
     if config.gradient_checkpointing:
         # non-reentrant checkpointing needs no requires_grad trick on the inputs for LoRA
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # the transformers v5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
 
 

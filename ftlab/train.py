@@ -61,8 +61,7 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         max_grad_norm=config.max_grad_norm,
         neftune_noise_alpha=config.neftune_noise_alpha or None,
         label_smoothing_factor=config.label_smoothing_factor,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **_checkpointing_args(config.gradient_checkpointing),
         bf16=config.bf16,
         fp16=config.fp16,
         seed=config.seed,
@@ -78,6 +77,14 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         use_cpu=not torch.cuda.is_available(),
         log_level="error",
     )
+
+
+def _checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """transformers v5 renames gradient checkpointing to activation checkpointing; use
+    whichever name this version has (same behaviour), non-reentrant as recommended."""
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def count_tokens(batch: dict[str, torch.Tensor], pad_token_id: int) -> int:

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+import torch
+
+from ftlab import DataError, RunConfig, load_data, load_tokenizer
+from ftlab.data import Collator, encode_example, pack_examples, read_jsonl
+from ftlab.models import load_model
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer(RunConfig(model="tiny"))
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_malformed_json_names_file_and_line(tmp_path):
+    good = json.dumps({"prompt": "a", "response": "b"})
+    path = _write(tmp_path / "bad.jsonl", [good, good, '{"prompt": "a", "response": }'])
+    with pytest.raises(DataError, match=r"bad\.jsonl:3: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_missing_field_names_line_and_field(tmp_path):
+    path = _write(tmp_path / "miss.jsonl", [json.dumps({"prompt": "a", "response": "b"}), json.dumps({"prompt": "a"})])
+    with pytest.raises(DataError, match=r"miss\.jsonl:2: missing field 'response'"):
+        read_jsonl(path)
+
+
+def test_non_object_and_empty_field(tmp_path):
+    with pytest.raises(DataError, match=r":1: expected a JSON object"):
+        read_jsonl(_write(tmp_path / "a.jsonl", ["[1, 2]"]))
+    with pytest.raises(DataError, match=r":1: field 'response' must be a non-empty string"):
+        read_jsonl(_write(tmp_path / "b.jsonl", [json.dumps({"prompt": "a", "response": ""})]))
+
+
+def test_errors_surface_through_load_data(tmp_path, tok):
+    path = _write(tmp_path / "x.jsonl", [json.dumps({"q": "a", "a": "b"})] * 30 + ["not json"])
+    with pytest.raises(DataError, match=r"x\.jsonl:31"):
+        load_data(RunConfig(model="tiny", dataset=str(path), prompt_field="q", response_field="a"), tok)
+    with pytest.raises(DataError, match="file not found"):
+        load_data(RunConfig(model="tiny", dataset=str(tmp_path / "nope.jsonl")), tok)
+
+
+def test_field_mapping(tmp_path, tok):
+    path = _write(tmp_path / "m.jsonl", [json.dumps({"q": f"question {i}", "a": f"answer {i}"}) for i in range(40)])
+    data = load_data(RunConfig(model="tiny", dataset=str(path), prompt_field="q", response_field="a",
+                               system_prompt="", eval_size=4, exact_match_size=4), tok)
+    assert len(data.train) + len(data.raw["validation"]) + len(data.raw["test"]) == 40
+    assert data.test[0]["prompt"].startswith("question") and data.test[0]["response"].startswith("answer")
+
+
+def test_prompt_tokens_are_masked_exactly(tok):
+    ex = encode_example(tok, "ab", "cd", system_prompt="", max_seq_length=64)
+    text = tok.decode(ex["input_ids"])
+    assert text == "<|im_start|>user\nab<|im_end|>\n<|im_start|>assistant\ncd<|im_end|>\n"
+    supervised = [t for t in ex["labels"] if t != -100]
+    # the model learns the answer, the end-of-turn token and the newline after it: nothing else
+    assert supervised == [ord("c"), ord("d"), tok.eos_token_id, ord("\n")]
+    n_prompt = ex["labels"].index(ord("c"))
+    assert all(t == -100 for t in ex["labels"][:n_prompt])
+    assert tok.decode(ex["input_ids"][:n_prompt]).endswith("<|im_start|>assistant\n")
+
+
+def test_too_long_prompt_is_dropped_and_response_truncated(tok):
+    assert encode_example(tok, "x" * 100, "y", system_prompt="", max_seq_length=32) is None
+    ex = encode_example(tok, "ab", "y" * 100, system_prompt="", max_seq_length=32)
+    assert len(ex["input_ids"]) == 32 and len(ex["labels"]) == 32
+
+
+def test_packing_layout():
+    a = {"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}
+    b = {"input_ids": [4, 5], "labels": [-100, 5]}
+    c = {"input_ids": [6, 7, 8, 9], "labels": [-100, -100, 8, 9]}
+    rows = pack_examples([a, b, c], max_seq_length=6, pad_token_id=0)
+    assert rows[0] == {"input_ids": [1, 2, 3, 4, 5, 0], "labels": [-100, 2, 3, -100, 5, -100],
+                       "position_ids": [0, 1, 2, 0, 1, 0]}
+    assert rows[1] == {"input_ids": [6, 7, 8, 9, 0, 0], "labels": [-100, -100, 8, 9, -100, -100],
+                       "position_ids": [0, 1, 2, 3, 0, 1]}
+
+
+def test_packed_examples_do_not_attend_to_each_other(tok):
+    model, _ = load_model(RunConfig(model="tiny", lora_r=0))
+    model.eval()
+    first = encode_example(tok, "12 plus 3?", "15", "", 64)
+    second = encode_example(tok, "4 plus 4?", "8", "", 64)
+    row = pack_examples([first, second], 128, tok.pad_token_id)[0]
+    batch = Collator(tok.pad_token_id)([row])
+    assert "attention_mask" not in batch
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        alone = model(input_ids=torch.tensor([second["input_ids"]])).logits[0]
+    n1, n2 = len(first["input_ids"]), len(second["input_ids"])
+    torch.testing.assert_close(packed[n1:n1 + n2], alone, atol=1e-5, rtol=1e-5)
+    # and without position_ids the second example *would* see the first: the check can fail
+    with torch.no_grad():
+        leaky = model(input_ids=batch["input_ids"]).logits[0]
+    assert not torch.allclose(leaky[n1:n1 + n2], alone, atol=1e-3)
+
+
+def test_collator_pads_right_with_masked_labels(tok):
+    batch = Collator(pad_token_id=7)([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]},
+                                      {"input_ids": [4], "labels": [4]}])
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
+    assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
