@@ -239,3 +239,15 @@ def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = Non
             "supervised_tokens": sum(sum(1 for t in ex["labels"] if t != -100) for ex in train)}
     return Data(train=Dataset.from_list(rows), validation=Dataset.from_list(validation), test=test, raw=raw,
                 collator=Collator(tokenizer.pad_token_id), info=info)
+
+
+def split_summary(raw: DatasetDict) -> dict[str, dict[str, int]]:
+    """Examples per split and, when the data has a ``task`` column, per task."""
+    out: dict[str, dict[str, int]] = {}
+    for name, split in raw.items():
+        counts: dict[str, int] = {"total": len(split)}
+        if "task" in split.column_names:
+            for task in split["task"]:
+                counts[task] = counts.get(task, 0) + 1
+        out[name] = counts
+    return out

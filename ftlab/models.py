@@ -252,3 +252,17 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         total += n
         trainable += n if p.requires_grad else 0
     return total, trainable
+
+
+def describe_model(model: torch.nn.Module) -> dict[str, object]:
+    """The facts chapter 00 shows about a model: size, shape, dtype, memory of the weights."""
+    from .memory import weight_bytes
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = base.config
+    total, trainable = count_parameters(model)
+    return {"architecture": type(base).__name__, "parameters": total, "trainable_parameters": trainable,
+            "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size, "attention_heads": cfg.num_attention_heads,
+            "kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads), "vocab_size": cfg.vocab_size,
+            "dtype": str(next(base.parameters()).dtype).replace("torch.", ""),
+            "weight_MiB": round(weight_bytes(model) / 2 ** 20, 1)}
