@@ -1,0 +1,48 @@
+"""Sweeps: the same run with one knob changed, the basic experiment of every chapter.
+
+A sweep is only a loop over ``train``, but writing it once keeps labels consistent and
+means every point comes from the run cache when a chapter is re-executed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .config import RunConfig
+from .run import Run
+from .train import train
+
+
+def sweep(base: RunConfig, field: str, values: Iterable[Any], *, label: str | None = None,
+          retrain: bool = False, runs_dir: str | Path | None = None, progress: bool = True,
+          **fixed: Any) -> list[Run]:
+    """One Run per value of ``field`` (other fields from ``base`` and ``fixed``).
+
+    ``label`` is a format string with ``{value}`` (default: "field=value").
+    """
+    runs = []
+    for value in values:
+        config = base.replace(**fixed, **{field: value})
+        text = (label or f"{field}={{value}}").format(value=value)
+        runs.append(train(config, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress))
+    return runs
+
+
+def compare(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = False,
+            runs_dir: str | Path | None = None, progress: bool = True) -> list[Run]:
+    """One Run per (label, config) pair: for comparisons that change several knobs at once."""
+    return [train(cfg, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress) for text, cfg in configs]
+
+
+def metric_table(runs: Sequence[Run], keys: Sequence[str] = ("final_train_loss", "final_eval_loss", "best_eval_loss",
+                                                                "exact_match", "seconds_per_step")) -> str:
+    """A fixed-width text table of run metrics, for printing under a plot."""
+    head = f"{'run':28s}" + "".join(f"{k:>18s}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for run in runs:
+        cells = []
+        for k in keys:
+            v = run.metrics.get(k)
+            cells.append(f"{v:18.4f}" if isinstance(v, float) else f"{str(v):>18s}")
+        lines.append(f"{(run.label or run.config_hash)[:28]:28s}" + "".join(cells))
+    return "\n".join(lines)
