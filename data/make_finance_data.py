@@ -25,6 +25,7 @@ from pathlib import Path
 SEED = 20261124
 SIZES = {"train": 3000, "validation": 300, "test": 300}
 CENT = Decimal("0.01")
+MAX_PROMPT, MAX_RESPONSE = 200, 20  # characters; about 105 tokens at most with the chat template
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
           "October", "November", "December"]
 COMPANIES = ["Acme Corp", "Northwind Ltd", "Globex GmbH", "Initech", "Umbrella SA", "Stark Supplies",
@@ -37,11 +38,12 @@ PAIRS = [("USD", "EUR"), ("EUR", "USD"), ("GBP", "USD"), ("USD", "JPY"), ("EUR",
 
 
 def money(x: Decimal) -> str:
+    """Two decimals, rounded half up: the one money format every answer uses."""
     return str(x.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
 def amount(rng: random.Random, low: int, high: int, nice: bool) -> Decimal:
-    """A price: half the time a round number, otherwise with cents."""
+    """A whole amount when ``nice`` (easy items), otherwise one with cents."""
     whole = rng.randint(low, high)
     if nice:
         return Decimal(whole)
@@ -49,6 +51,7 @@ def amount(rng: random.Random, low: int, high: int, nice: bool) -> Decimal:
 
 
 def grouped(x: Decimal) -> str:
+    """With thousands separators ("1,284.50"), as invoices often print amounts."""
     return f"{x:,.2f}"
 
 
@@ -173,12 +176,37 @@ def generate() -> dict[str, list[dict[str, str]]]:
     return splits
 
 
+def check(splits: dict[str, list[dict[str, str]]]) -> None:
+    """Refuse to write a data set that breaks its own promises.
+
+    A prompt shared by two splits would let a model score on the test set by having
+    memorised a training example, so that is checked here and not only trusted to
+    ``generate``; the length limits keep every example within a 128-token chat sequence.
+    """
+    owner: dict[str, str] = {}
+    for split, rows in splits.items():
+        if len(rows) != SIZES[split]:
+            raise ValueError(f"{split}: {len(rows)} examples, expected {SIZES[split]}")
+        counts = {task: 0 for task in TASKS}
+        for row in rows:
+            counts[row["task"]] += 1
+            if len(row["prompt"]) > MAX_PROMPT or len(row["response"]) > MAX_RESPONSE:
+                raise ValueError(f"{row['id']}: prompt or response too long ({len(row['prompt'])}, {len(row['response'])})")
+            if row["prompt"] in owner:
+                raise ValueError(f"{row['id']}: prompt also appears in {owner[row['prompt']]}: {row['prompt']!r}")
+            owner[row["prompt"]] = split
+        if max(counts.values()) - min(counts.values()) > 1:
+            raise ValueError(f"{split}: tasks are not balanced: {counts}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "finance")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for split, rows in generate().items():
+    splits = generate()
+    check(splits)
+    for split, rows in splits.items():
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         (args.out / f"{split}.jsonl").write_text(text, encoding="utf-8")
         print(f"{split}: {len(rows)} examples -> {args.out / f'{split}.jsonl'}")

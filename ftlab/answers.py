@@ -27,6 +27,11 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, reference: str) -> bool:
+    """True when the two answers are the same after normalization.
+
+    The reference goes through the same normalization as the prediction, so a reference
+    written as "$1,284.50" and one written as "1284.50" score the same way.
+    """
     return normalize_answer(prediction) == normalize_answer(reference)
 
 

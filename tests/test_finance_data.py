@@ -1,11 +1,16 @@
+import importlib.util
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from ftlab.data import SPLITS, data_dir, read_jsonl
 
 FOLDER = data_dir() / "finance"
+SCRIPT = Path(__file__).resolve().parent.parent / "data" / "make_finance_data.py"
 TASKS = {"percent_change", "simple_interest", "compound_interest", "currency_conversion", "discount_price",
          "extract_amount", "extract_date"}
 
@@ -26,8 +31,7 @@ def test_files_parse_with_the_expected_shape():
 
 
 def test_generator_reproduces_the_committed_files(tmp_path):
-    script = Path(__file__).resolve().parent.parent / "data" / "make_finance_data.py"
-    subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True, capture_output=True)
     for split in SPLITS:
         assert (tmp_path / f"{split}.jsonl").read_bytes() == (FOLDER / f"{split}.jsonl").read_bytes()
 
@@ -39,3 +43,24 @@ def test_answers_are_exact_for_a_few_hand_checked_rows():
     assert by_prompt["A stock went from 441.00 to 388.08. What is the percentage change?"] == "-12.00%"
     # 5000 * 1.03^4 = 5627.54405
     assert by_prompt["Final amount: principal 5000.00, 3% per year compounded yearly, 4 years?"] == "5627.54"
+
+
+def test_tasks_are_balanced_and_examples_are_short():
+    for split in SPLITS:
+        rows = read_jsonl(FOLDER / f"{split}.jsonl")
+        counts = Counter(r["task"] for r in rows)
+        assert max(counts.values()) - min(counts.values()) <= 1, counts
+        assert max(len(r["prompt"]) for r in rows) <= 200
+        assert max(len(r["response"]) for r in rows) <= 20
+        assert [r["id"] for r in rows] == [f"fin-{split}-{i:05d}" for i in range(1, len(rows) + 1)]
+
+
+def test_the_generator_refuses_a_prompt_shared_by_two_splits():
+    spec = importlib.util.spec_from_file_location("make_finance_data", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    splits = module.generate()
+    module.check(splits)  # the real data passes
+    splits["test"][0] = dict(splits["test"][0], prompt=splits["train"][5]["prompt"])
+    with pytest.raises(ValueError, match="also appears in train"):
+        module.check(splits)
