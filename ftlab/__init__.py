@@ -8,12 +8,13 @@ __version__ = "0.1.0"
 from .config import RunConfig
 from .errors import ConfigError, DataError, DeviceError, FtlabError, ModelNotFoundError
 from .memory import MemoryBreakdown
+from .estimate import estimate
 from .models import load_model, load_tokenizer
 from .data import load_data
 from .profiles import base_config, profile_name, workload
 from .run import Run
 from .train import train
 
-__all__ = ["RunConfig", "load_model", "load_tokenizer", "load_data", "train", "Run", "MemoryBreakdown",
+__all__ = ["RunConfig", "load_model", "load_tokenizer", "load_data", "train", "Run", "MemoryBreakdown", "estimate",
            "base_config", "profile_name", "workload", "ConfigError", "DataError", "DeviceError",
            "FtlabError", "ModelNotFoundError"]
