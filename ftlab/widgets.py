@@ -21,6 +21,7 @@ busy training, and needs no ``display()`` call and no pyplot global state.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 import html
 import io
 import math
@@ -82,7 +83,7 @@ def _is_number(value: Any) -> bool:
 # --- controls: one widget (or a small group) per knob --------------------------------------
 
 
-class _Control:
+class _Control(ABC):
     """A knob's live widget: get/set the RunConfig value it stands for and watch changes.
 
     ``set`` raises ConfigError only for a value the widget cannot show (a string on a
@@ -97,11 +98,13 @@ class _Control:
     input: widgets.Widget
     """The main value widget (the slider, dropdown or checkbox)."""
 
+    @abstractmethod
     def get(self) -> Any:
-        raise NotImplementedError
+        """The RunConfig value the widget shows now."""
 
+    @abstractmethod
     def set(self, value: Any) -> None:
-        raise NotImplementedError
+        """Show ``value`` (ConfigError if the widget cannot show it)."""
 
     def observe(self, callback: Callable[[], None]) -> None:
         self.input.observe(lambda change: callback(), names="value")
@@ -249,7 +252,7 @@ class _ToggleControl(_Control):
 # --- knob descriptions ------------------------------------------------------------------------
 
 
-class Knob:
+class Knob(ABC):
     """A description of one control: which RunConfig field it sets and how it is shown.
 
     Knobs are plain frozen dataclasses so a chapter can list them in one line and reuse
@@ -260,8 +263,9 @@ class Knob:
     value: Any
     label: str | None
 
+    @abstractmethod
     def _build(self, initial: Any, base: RunConfig, style: dict) -> _Control:
-        raise NotImplementedError
+        """The live control for this knob, starting at ``initial``."""
 
     def short_name(self) -> str:
         return self.label or SHORT_NAMES.get(self.field, self.field)
