@@ -753,3 +753,56 @@ class Playground:
 
     def __repr__(self) -> str:
         return f"Playground({', '.join(self._controls)}; {len(self.runs)} runs)"
+
+
+class MemoryPredictor:
+    """Sliders over model size, method, batch, sequence length, checkpointing, optimizer and
+    precision; the predicted memory breakdown (``ftlab.estimate``) redraws on every change.
+
+    Nothing is loaded or trained, so it answers "will it fit?" instantly, also for model
+    sizes this machine could never hold. ``predict()`` is the same computation as a plain
+    call, for headless use.
+    """
+
+    def __init__(self) -> None:
+        from .estimate import MODEL_SIZES
+
+        self._sizes = MODEL_SIZES
+        self.model = widgets.Dropdown(options=["tiny", "smollm2-135m", *MODEL_SIZES], value="smollm2-135m", description="model")
+        self.method = widgets.Dropdown(options=["full", "lora", "qlora"], value="lora", description="method")
+        self.batch = widgets.IntSlider(value=4, min=1, max=64, description="batch")
+        self.seq_len = widgets.IntSlider(value=512, min=32, max=8192, step=32, description="seq len")
+        self.checkpointing = widgets.Checkbox(value=False, description="gradient checkpointing")
+        self.optim = widgets.Dropdown(options=["adamw_torch", "adamw_8bit", "adafactor", "sgd"], value="adamw_torch", description="optimizer")
+        self.bf16 = widgets.Checkbox(value=False, description="bf16 autocast")
+        self.image = widgets.Image(format="png")
+        self.summary = widgets.HTML()
+        controls = [self.model, self.method, self.batch, self.seq_len, self.checkpointing, self.optim, self.bf16]
+        for control in controls:
+            control.observe(lambda change: self.redraw(), names="value")
+        self.widget = widgets.HBox([widgets.VBox(controls), widgets.VBox([self.image, self.summary])])
+        self.redraw()
+
+    def config(self) -> RunConfig:
+        name = self.model.value
+        return RunConfig(model=name if name in ("tiny", "smollm2-135m") else "smollm2-135m",
+                         lora_r=0 if self.method.value == "full" else 16, load_in_4bit=self.method.value == "qlora",
+                         per_device_train_batch_size=self.batch.value, max_seq_length=max(16, self.seq_len.value),
+                         gradient_checkpointing=self.checkpointing.value, optim=self.optim.value, bf16=self.bf16.value)
+
+    def predict(self):
+        from .estimate import estimate
+
+        arch = self._sizes.get(self.model.value)
+        return estimate(self.config(), seq_len=self.seq_len.value, model_config=arch)
+
+    def redraw(self) -> None:
+        breakdown = self.predict()
+        fig = plot_memory({f"{self.model.value} {self.method.value}": breakdown}, title="Predicted memory of one step")
+        self.image.value = _png(fig)
+        gib = breakdown.total / 2 ** 30
+        self.summary.value = f"<b>{gib:.2f} GiB</b> predicted (" + ", ".join(
+            f"{k} {v:,.0f} MiB" for k, v in breakdown.mib().items() if k != "total" and v is not None) + ")"
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.widget._repr_mimebundle_(**kwargs)

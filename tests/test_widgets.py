@@ -135,3 +135,20 @@ def test_interrupted_run_is_kept(small, tmp_path):
     assert row["status"] == "interrupted" and 0 < row["steps"] < 6
     assert f"interrupted after step {row['steps']}" in pg.status
     assert not list(tmp_path.glob("*.json"))  # not cached
+
+
+def test_memory_predictor_updates_with_its_controls():
+    from ftlab.estimate import estimate
+    from ftlab.widgets import MemoryPredictor
+
+    m = MemoryPredictor()
+    first = m.summary.value
+    assert m.predict().total == estimate(m.config(), seq_len=m.seq_len.value).total
+    m.checkpointing.value = True
+    assert m.summary.value != first and "GiB" in m.summary.value
+    m.model.value, m.method.value = "7B", "lora"
+    lora = m.predict()
+    m.method.value = "qlora"
+    qlora = m.predict()
+    assert qlora.weights < 0.6 * lora.weights  # the 4-bit base (embeddings stay unquantized)
+    assert len(m.image.value) > 1000  # a real PNG was drawn
