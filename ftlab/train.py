@@ -29,6 +29,7 @@ from .memory import ActivationMeter, MemoryBreakdown, gradient_bytes, optimizer_
 from .models import count_parameters, load_model, load_tokenizer
 from .profiles import profile_name
 from .run import Run
+from .weight_decay import weight_norm
 
 
 def check_device(config: RunConfig) -> None:
@@ -170,8 +171,7 @@ class Recorder(TrainerCallback):
         row.update(step_time=dt, tokens=trainer.ftlab_tokens, tokens_per_second=trainer.ftlab_tokens / dt if dt else None)
         trainer.ftlab_tokens = 0
         if model is not None:
-            params = [p.detach() for p in model.parameters() if p.requires_grad]
-            row["weight_norm"] = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(params)))) if params else 0.0
+            row["weight_norm"] = weight_norm(model, trainable_only=True)
         if self._bar is not None:
             self._bar.update(1)
 
