@@ -14,7 +14,10 @@ from .data import load_data
 from .profiles import base_config, profile_name, workload
 from .run import Run
 from .train import train
+from .plot import show_figures_inline
+
+show_figures_inline()  # in a notebook, returned figures render as pictures (see its docstring)
 
 __all__ = ["RunConfig", "load_model", "load_tokenizer", "load_data", "train", "Run", "MemoryBreakdown", "estimate",
-           "base_config", "profile_name", "workload", "ConfigError", "DataError", "DeviceError",
+           "base_config", "profile_name", "workload", "show_figures_inline", "ConfigError", "DataError", "DeviceError",
            "FtlabError", "ModelNotFoundError"]

@@ -2,7 +2,8 @@
 returns the figure, so notebooks show it and tests can inspect it."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+import sys
+from typing import Any, Iterable, Mapping, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -12,6 +13,26 @@ from .run import Run
 
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations")
 MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
+
+
+def show_figures_inline(shell: Any = None) -> bool:
+    """Teach the running IPython to draw a matplotlib ``Figure`` as a PNG; True if it did.
+
+    ftlab draws on ``matplotlib.figure.Figure`` objects rather than pyplot, so plots keep no
+    global state between cells, widgets and tests. IPython, however, only learns to render a
+    Figure when pyplot loads its inline backend; without this, a cell that returns a plot
+    shows ``<Figure size 700x400 with 1 Axes>`` instead of the picture. ``import ftlab``
+    calls it; outside IPython it does nothing (and does not import IPython).
+    """
+    if shell is None:
+        if "IPython" not in sys.modules:
+            return False
+        shell = sys.modules["IPython"].get_ipython()
+        if shell is None:
+            return False
+    from IPython.core.pylabtools import select_figure_formats
+    select_figure_formats(shell, {"png"})
+    return True
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> tuple[Figure, Axes]:

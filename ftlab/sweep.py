@@ -37,12 +37,13 @@ def compare(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = False,
 def metric_table(runs: Sequence[Run], keys: Sequence[str] = ("final_train_loss", "final_eval_loss", "best_eval_loss",
                                                                 "exact_match", "seconds_per_step")) -> str:
     """A fixed-width text table of run metrics, for printing under a plot."""
-    head = f"{'run':28s}" + "".join(f"{k:>18s}" for k in keys)
+    widths = [max(18, len(k) + 2) for k in keys]
+    head = f"{'run':28s}" + "".join(f"{k:>{w}s}" for k, w in zip(keys, widths))
     lines = [head, "-" * len(head)]
     for run in runs:
         cells = []
-        for k in keys:
+        for k, w in zip(keys, widths):
             v = run.metrics.get(k)
-            cells.append(f"{v:18.4f}" if isinstance(v, float) else f"{str(v):>18s}")
+            cells.append(f"{v:{w}.4f}" if isinstance(v, float) else f"{str(v):>{w}s}")
         lines.append(f"{(run.label or run.config_hash)[:28]:28s}" + "".join(cells))
     return "\n".join(lines)

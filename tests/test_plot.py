@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+from matplotlib.figure import Figure
+
+from ftlab.plot import show_figures_inline
+
+SHELL_SCRIPT = """
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+import ftlab
+from matplotlib.figure import Figure
+fig = Figure(); fig.subplots().plot([0, 1], [1, 0])
+data, _ = shell.display_formatter.format(fig)
+print(sorted(data))
+"""
+
+
+def test_figures_render_as_png_in_ipython():
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    assert show_figures_inline(shell)
+    data, _ = shell.display_formatter.format(fig)
+    assert "image/png" in data
+
+
+def test_importing_ftlab_in_ipython_makes_returned_figures_pictures():
+    # a fresh interpreter: ftlab's own import must register the formatter, with no pyplot
+    out = subprocess.run([sys.executable, "-c", SHELL_SCRIPT], capture_output=True, text=True, check=True).stdout
+    assert "image/png" in out, out
+
+
+def test_outside_ipython_nothing_is_registered():
+    out = subprocess.run([sys.executable, "-c", "import sys, ftlab; print(ftlab.show_figures_inline(), 'IPython' in sys.modules)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"], out
+
+
+def test_a_plot_returned_by_a_notebook_cell_is_saved_as_a_picture():
+    # the real path: a Jupyter kernel (inline backend, no pyplot imported) running a cell
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import ftlab\nfrom ftlab.plot import plot_memory\n"
+        "plot_memory({'a': ftlab.MemoryBreakdown(weights=1 << 20, gradients=0, optimizer=0, activations=1 << 20)})")])
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    outputs = nb.cells[0].outputs
+    assert any("image/png" in o.get("data", {}) for o in outputs), outputs
