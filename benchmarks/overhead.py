@@ -12,8 +12,6 @@ to benchmarks/results/overhead.json; the README in this folder records them.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import tempfile
 import time
@@ -23,6 +21,7 @@ import torch
 from transformers import PrinterCallback, Trainer, get_scheduler, set_seed
 
 from ftlab import RunConfig, load_data, load_model, train
+from ftlab.run import write_json_atomic
 from ftlab.train import environment, training_arguments
 
 
@@ -93,11 +92,7 @@ def main() -> None:
         row["ratio_to_bare_trainer"] = row["steps_per_s"] / base
     result = {"config": config.to_dict(), "steps": args.steps, "repeats": args.repeats, "env": environment(), "results": rows,
               "note": "bare Trainer and ftlab include one final evaluation of 16 examples; the plain loop none"}
-    out = Path(__file__).resolve().parent / "results" / "overhead.json"
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json_atomic(Path(__file__).resolve().parent / "results" / "overhead.json", result)
     print(f"{'variant':20s} {'steps/s':>8s} {'ratio':>7s}")
     for name, row in rows.items():
         print(f"{name:20s} {row['steps_per_s']:8.3f} {row['ratio_to_bare_trainer']:7.3f}")

@@ -42,6 +42,16 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> tuple[Figur
     return fig, fig.add_subplot()
 
 
+def _finish(ax: Axes, ylabel: str, title: str | None = None) -> None:
+    """The look every step-on-x plot shares."""
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
 def _label(run: Run, i: int) -> str:
     return run.label or f"run {i} ({run.config_hash})"
 
@@ -60,11 +70,7 @@ def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True,
         if eval:
             steps, loss = run.series("eval_loss")
             ax.plot(steps, loss, color=color, marker="o", lw=2, label=f"{_label(run, i)} eval")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _finish(ax, "cross-entropy loss", title)
     return fig
 
 
@@ -75,12 +81,21 @@ def plot_metric(runs: Sequence[Run], key: str, ax: Axes | None = None, ylabel: s
     for i, run in enumerate(runs):
         steps, values = run.series(key)
         ax.plot(steps, values, color=f"C{i % 10}", label=_label(run, i))
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(ylabel or key.replace("_", " "))
     if logy:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _finish(ax, ylabel or key.replace("_", " "))
+    return fig
+
+
+def plot_schedules(curves: Mapping[str, Sequence[float]], ax: Axes | None = None,
+                   title: str = "Learning-rate schedules") -> Figure:
+    """One line per schedule (step on x, learning rate on y), e.g.
+    ``{n: schedules.lr_curve(n, ...) for n in schedules.SCHEDULERS}``."""
+    fig, ax = _axes(ax, figsize=(8, 4.5))
+    for i, (name, lrs) in enumerate(curves.items()):
+        # dashes for the second set of ten, so no two of many lines share a color and a style
+        ax.plot(range(len(lrs)), lrs, label=name, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.6)
+    _finish(ax, "learning rate", title)
     return fig
 
 
@@ -96,7 +111,7 @@ def plot_memory(items: Mapping[str, MemoryBreakdown] | Iterable[Run], ax: Axes |
         pairs = list(items.items())
     else:
         pairs = [(_label(r, i), r.memory) for i, r in enumerate(items) if r.memory is not None]
-    fig, ax = _axes(ax, figsize=(max(5.0, 1.3 * len(pairs) + 2), 4))
+    fig, ax = _axes(ax, figsize=(max(6.0, 1.3 * len(pairs) + 3), 4))
     names = [p[0] for p in pairs]
     bottom = [0.0] * len(pairs)
     for part in MEMORY_PARTS:
@@ -105,8 +120,9 @@ def plot_memory(items: Mapping[str, MemoryBreakdown] | Iterable[Run], ax: Axes |
         bottom = [b + v for b, v in zip(bottom, values)]
     for x, total in enumerate(bottom):
         ax.annotate(f"{total:.0f}", (x, total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(top=1.12 * max(bottom, default=1.0))  # room for the totals under the title
     ax.set_ylabel("MiB")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     ax.tick_params(axis="x", labelrotation=20)
     return fig

@@ -27,6 +27,25 @@ def runs_dir() -> Path:
     return path
 
 
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``: a
+    reader sees the old file or the new one, never half of one (a crash or Ctrl-C mid-write
+    would otherwise leave a truncated run that a later cache lookup trusts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 @dataclass
 class Run:
     config: RunConfig
@@ -67,19 +86,7 @@ class Run:
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write atomically (temp file + rename); default path: runs folder / <hash>.json."""
-        path = Path(path) if path else runs_dir() / f"{self.config_hash}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_json_atomic(Path(path) if path else runs_dir() / f"{self.config_hash}.json", self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Run":

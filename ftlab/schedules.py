@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 #: The schedules a learner compares, spelled as `TrainingArguments.lr_scheduler_type` spells them.
 #: Left out on purpose: "reduce_lr_on_plateau" and "greedy" react to the eval loss, so they have no
@@ -164,26 +162,3 @@ def warmup_cosine_lr(step: int, *, learning_rate: float, warmup_steps: int | flo
         factor = factor * (1 - min_lr_rate) + min_lr_rate  # 4.
         factor = max(0.0, factor)
     return learning_rate * factor  # 5.
-
-
-def plot_schedules(curves: Mapping[str, list[float]], ax: Axes | None = None, title: str = "Learning-rate schedules"
-                   ) -> Figure:
-    """One line per schedule (step on x, learning rate on y), e.g. `{n: lr_curve(n, ...) for n in SCHEDULERS}`.
-
-    Uses matplotlib's object API (a bare `Figure`, no pyplot), so it works headless and in tests; a
-    notebook shows the returned figure when it is the cell's last expression.
-    """
-    if ax is None:
-        fig = Figure(figsize=(8, 4.5), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    for i, (name, lrs) in enumerate(curves.items()):
-        # Dashes for the second set of ten so no two of many lines share a color and a style.
-        ax.plot(range(len(lrs)), lrs, label=name, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.6)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig

@@ -80,6 +80,20 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
     )
 
 
+def training_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer Trainer builds for ``config.optim`` (class and arguments asked of Trainer
+    itself), over the trainable parameters.
+
+    For measuring a training step outside Trainer (the memory predictor's tests, chapter 06,
+    ``benchmarks/memory_predictor.py``): a hand-built optimizer could differ from Trainer's
+    in exactly the state it keeps, which is what those measurements are about.
+    """
+    with tempfile.TemporaryDirectory() as out:
+        args = training_arguments(config, out)
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return cls([p for p in model.parameters() if p.requires_grad], **kwargs)
+
+
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
     """transformers v5 renames gradient checkpointing to activation checkpointing; use
     whichever name this version has (same behaviour), non-reentrant as recommended."""

@@ -20,6 +20,7 @@ from ftlab.estimate import (MODEL_SIZES, Architecture, breakdown, estimate, fits
                             setup_for)
 from ftlab.memory import MemoryBreakdown, measure_training_step
 from ftlab.models import TINY_CONFIG, count_parameters, load_model, resolve_model
+from ftlab.train import training_optimizer
 
 FIELDS = ("weights", "gradients", "optimizer", "activations", "total")
 
@@ -34,19 +35,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _optimizer(cfg: RunConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer Trainer would build for ``cfg.optim`` (defaults as Trainer passes them)."""
-    if cfg.optim in ("adamw_8bit", "adamw_bnb_8bit"):
-        import bitsandbytes as bnb
-        return bnb.optim.AdamW8bit(params, lr=1e-4)
-    if cfg.optim == "adafactor":
-        from transformers.optimization import Adafactor
-        return Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False)
-    if cfg.optim == "sgd":
-        return torch.optim.SGD(params, lr=1e-4)
-    return torch.optim.AdamW(params, lr=1e-4)
-
-
 def _batch(batch: int, seq: int, vocab: int) -> dict[str, torch.Tensor]:
     ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
     return {"input_ids": ids, "labels": ids.clone()}
@@ -54,7 +42,7 @@ def _batch(batch: int, seq: int, vocab: int) -> dict[str, torch.Tensor]:
 
 def _measure(cfg: RunConfig) -> tuple[MemoryBreakdown, torch.nn.Module]:
     model, _ = load_model(cfg)
-    opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    opt = training_optimizer(cfg, model)  # the optimizer Trainer would build
     batch = _batch(cfg.per_device_train_batch_size, cfg.max_seq_length, model.get_input_embeddings().num_embeddings)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):  # what Trainer(bf16=True) does
         return measure_training_step(model, batch, opt), model
@@ -145,7 +133,7 @@ def test_bf16_weights_as_fits_table_assumes(overrides):
     for name, p in model.named_parameters():
         if "lora_" not in name and p.dtype == torch.float32:
             p.data = p.data.to(torch.bfloat16)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = training_optimizer(cfg, model)
     measured = measure_training_step(model, _batch(2, 48, model.get_input_embeddings().num_embeddings), opt)
     setup = replace(setup_for(cfg), dtype="bfloat16")
     _assert_close(breakdown(model_architecture("tiny"), setup, 2, 48), measured)

@@ -8,7 +8,8 @@ import math
 import pytest
 from matplotlib.figure import Figure
 
-from ftlab.schedules import (SCHEDULERS, default_scheduler_kwargs, lr_curve, plot_schedules, resolve_warmup_steps,
+from ftlab.plot import plot_schedules
+from ftlab.schedules import (SCHEDULERS, default_scheduler_kwargs, lr_curve, resolve_warmup_steps,
                              warmup_cosine_lr)
 
 LR = 3e-4
