@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Any, Iterable, Mapping, Sequence
 
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .memory import MiB, MemoryBreakdown
+from .quant import NF4Tensor, nf4_code, quantization_error
 from .run import Run
 
 MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations")
@@ -125,4 +127,34 @@ def plot_memory(items: Mapping[str, MemoryBreakdown] | Iterable[Run], ax: Axes |
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     ax.tick_params(axis="x", labelrotation=20)
+    return fig
+
+
+def plot_quantization_error(weight: torch.Tensor, q: NF4Tensor, name: str = "weight") -> Figure:
+    """Where NF4's 16 levels fall on a real weight, and how the round-trip error grows with a
+    block's absmax.
+
+    Left: the weight histogram over its central 99.9% (a few outliers would otherwise squeeze
+    the bulk into one bar) with the levels of the median block drawn as lines. Right: RMS
+    error per block of ``q.blocksize`` against that block's absmax.
+    """
+    err = quantization_error(weight, q)
+    values = weight.detach().flatten().float()
+    sorted_values = values.sort().values  # torch.quantile refuses tensors above 16M elements
+    lo = sorted_values[int(0.0005 * (len(values) - 1))].item()
+    hi = sorted_values[int(0.9995 * (len(values) - 1))].item()
+    typical = err["block_absmax"].median().item()
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.hist(values.clamp(lo, hi).numpy(), bins=120, density=True, color=MEMORY_COLORS["weights"],
+              alpha=0.7, label="original weights")
+    levels = [v for v in (nf4_code() * typical).tolist() if lo <= v <= hi]
+    for i, level in enumerate(levels):
+        left.axvline(level, color=MEMORY_COLORS["activations"], lw=0.8,
+                     label=f"NF4 levels x median block absmax ({typical:.3f})" if i == 0 else None)
+    left.set(title=f"{name}: values and the NF4 levels", xlabel="value", xlim=(lo, hi))
+    left.legend(fontsize=8, loc="upper left")
+    right.scatter(err["block_absmax"].numpy(), err["block_rms_error"].numpy(), s=2)
+    right.set(title=f"round-trip error per block of {q.blocksize}", xlabel="block absmax", ylabel="RMS error")
+    right.grid(alpha=0.3)
     return fig

@@ -48,3 +48,23 @@ def test_a_plot_returned_by_a_notebook_cell_is_saved_as_a_picture():
     NotebookClient(nb, kernel_name="python3", timeout=120).execute()
     outputs = nb.cells[0].outputs
     assert any("image/png" in o.get("data", {}) for o in outputs), outputs
+
+
+def test_quantization_plot_draws_the_median_blocks_levels_and_one_point_per_block():
+    import torch
+    from ftlab.plot import plot_quantization_error
+    from ftlab.quant import nf4_code, quantize_nf4
+    torch.manual_seed(0)
+    weight = torch.randn(64, 128) * 0.02
+    weight[0, 0] = 1.0  # one outlier: the x range must still follow the bulk
+    q = quantize_nf4(weight, blocksize=64)
+    fig = plot_quantization_error(weight, q)
+    left, right = fig.axes
+    lo, hi = left.get_xlim()
+    assert hi < 0.2, "the outlier must not set the histogram's range"
+    median_absmax = weight.reshape(-1, 64).abs().amax(dim=1).median().item()
+    drawn = sorted(line.get_xdata()[0] for line in left.lines)
+    expected = [v for v in (nf4_code() * median_absmax).tolist() if lo <= v <= hi]
+    assert len(drawn) == len(expected) >= 10
+    assert torch.allclose(torch.tensor(drawn), torch.tensor(sorted(expected)))
+    assert len(right.collections[0].get_offsets()) == weight.numel() // 64
