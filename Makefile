@@ -44,6 +44,7 @@ notebooks: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/memory_predictor.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
