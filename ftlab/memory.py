@@ -151,3 +151,13 @@ def measure_training_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
     return result
+
+
+def __getattr__(name: str) -> Any:
+    """``ftlab.memory.estimate`` is the predictor from :mod:`ftlab.estimate`, so the measured
+    and the predicted breakdown can be reached from one place. Looked up lazily because
+    ``ftlab.estimate`` itself builds on this module's :class:`MemoryBreakdown`."""
+    if name == "estimate":
+        from .estimate import estimate
+        return estimate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -199,3 +199,11 @@ def test_architecture_from_qwen2_config_has_qkv_bias():
                                      "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
                                      "vocab_size": 100, "tie_word_embeddings": True})
     assert arch.qkv_bias and not arch.o_bias and arch.d == 16
+
+
+def test_the_predictor_is_also_reachable_beside_the_measurement():
+    import ftlab.memory
+    from ftlab.memory import estimate as from_memory
+    assert from_memory is ftlab.memory.estimate is estimate
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        ftlab.memory.nonexistent
