@@ -77,6 +77,8 @@ TINY_CASES = [
     pytest.param(dict(lora_r=0, bf16=True), id="tiny-full-bf16-autocast"),
     pytest.param(dict(lora_r=4, lora_target_modules=("all-linear",), bf16=True), id="tiny-lora-bf16-autocast"),
     pytest.param(dict(lora_r=4, load_in_4bit=True, bnb_4bit_use_double_quant=False), id="tiny-qlora-no-double-quant"),
+    pytest.param(dict(lora_r=4, load_in_4bit=True), id="tiny-qlora"),
+    pytest.param(dict(lora_r=4, load_in_4bit=True, gradient_checkpointing=True), id="tiny-qlora-ckpt"),
 ]
 
 
@@ -93,6 +95,7 @@ SMOLLM2_CASES = [
     pytest.param(dict(load_in_4bit=True), 2, 48, id="smollm2-qlora"),
     pytest.param(dict(load_in_4bit=True, gradient_checkpointing=True), 2, 48, id="smollm2-qlora-ckpt"),
     pytest.param(dict(lora_r=0), 1, 32, id="smollm2-full"),
+    pytest.param(dict(lora_r=0, gradient_checkpointing=True), 1, 32, id="smollm2-full-ckpt"),
 ]
 
 
