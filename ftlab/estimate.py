@@ -267,8 +267,7 @@ def _param_bytes(p: _Param, double_quant: bool = True) -> int:
     """Bytes one parameter really occupies.
 
     int8 (LLM.int8) weights keep one fp32 scale per output row (``SCB``) beside the int8
-    matrix. Note: ``memory.tensor_bytes`` reads only ``quant_state`` and so does not see
-    ``SCB``; the prediction includes it because it is real memory.
+    matrix; ``memory.weight_bytes`` counts it too.
     """
     if p.kind == "nf4":
         return _nf4_bytes(p.numel, double_quant)

@@ -68,15 +68,27 @@ def _quant_state_tensors(state: Any) -> Iterable[torch.Tensor]:
         yield from _quant_state_tensors(nested)
 
 
+def _int8_row_scales(model: torch.nn.Module) -> Iterable[torch.Tensor]:
+    """LLM.int8 keeps one fp32 scale per output row (``SCB``) beside each int8 matrix. It is
+    not a parameter: bitsandbytes hangs it on the weight until the layer's first forward, then
+    moves it to the layer's matmul ``state``; look in both places."""
+    for module in model.modules():
+        for holder in (getattr(module, "weight", None), getattr(module, "state", None)):
+            scales = getattr(holder, "SCB", None)
+            if isinstance(scales, torch.Tensor):
+                yield scales
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
-    """All parameters, each storage counted once (tied embeddings are one tensor)."""
+    """All parameters with their quantization constants, each storage counted once (tied
+    embeddings are one tensor; a LoRA wrapper and its base layer share one ``SCB``)."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for p in model.parameters():
-        key = _storage_key(p)
+    for t in (*model.parameters(), *_int8_row_scales(model)):
+        key = _storage_key(t)
         if key not in seen:
             seen.add(key)
-            total += tensor_bytes(p)
+            total += tensor_bytes(t)
     return total
 
 

@@ -18,7 +18,7 @@ from ftlab import RunConfig
 from ftlab.errors import ModelNotFoundError
 from ftlab.estimate import (MODEL_SIZES, Architecture, breakdown, estimate, fits_table, model_architecture,
                             setup_for)
-from ftlab.memory import MemoryBreakdown, measure_training_step
+from ftlab.memory import MemoryBreakdown, measure_training_step, weight_bytes
 from ftlab.models import TINY_CONFIG, count_parameters, load_model, resolve_model
 from ftlab.train import training_optimizer
 
@@ -78,6 +78,7 @@ TINY_CASES = [
     pytest.param(dict(lora_r=4, lora_target_modules=("all-linear",), bf16=True), id="tiny-lora-bf16-autocast"),
     pytest.param(dict(lora_r=4, load_in_4bit=True, bnb_4bit_use_double_quant=False), id="tiny-qlora-no-double-quant"),
     pytest.param(dict(lora_r=4, load_in_4bit=True), id="tiny-qlora"),
+    pytest.param(dict(lora_r=4, load_in_8bit=True), id="tiny-lora-int8-base"),
     pytest.param(dict(lora_r=4, load_in_4bit=True, gradient_checkpointing=True), id="tiny-qlora-ckpt"),
 ]
 
@@ -109,20 +110,22 @@ def test_smollm2_prediction_matches_measurement(smollm2, overrides, batch, seq):
     assert estimate(cfg.replace(max_seq_length=512), seq_len=seq) == predicted
 
 
-def test_8bit_base_prediction_includes_the_row_scales_the_meter_misses():
-    """LLM.int8 weights keep an fp32 scale per output row (``SCB``) next to the int8 matrix.
-    ``memory.tensor_bytes`` reads only 4-bit ``quant_state``, so the meter does not see it;
-    the prediction does, and equals the meter plus those scales."""
-    cfg = RunConfig(model="tiny", lora_r=4, load_in_8bit=True, per_device_train_batch_size=2, max_seq_length=48)
-    measured, model = _measure(cfg)
+def test_8bit_row_scales_are_weights_before_and_after_the_first_forward():
+    """LLM.int8's per-row fp32 scales (``SCB``) move from the weight to the layer's matmul
+    state on the first forward; the meter must count them, once, in both places."""
     import bitsandbytes as bnb
-    # the first forward moves SCB from the weight to the layer's matmul state
-    scb = [getattr(m.weight, "SCB", None) if getattr(m.weight, "SCB", None) is not None else m.state.SCB
-           for m in model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
-    assert scb and all(s is not None for s in scb)
-    scales = sum(s.numel() * s.element_size() for s in scb)
-    measured = replace(measured, weights=measured.weights + scales)
-    _assert_close(estimate(cfg), measured)
+    cfg = RunConfig(model="tiny", lora_r=4, load_in_8bit=True, per_device_train_batch_size=2, max_seq_length=48)
+    model, _ = load_model(cfg)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    int8 = sum(m.weight.numel() for m in layers)
+    scales = sum(4 * m.weight.shape[0] for m in layers)
+    others = sum(p.numel() * p.element_size() for p in model.parameters() if p.dtype != torch.int8)
+    assert layers and all(m.weight.SCB is not None for m in layers)
+    assert weight_bytes(model) == int8 + scales + others
+    ids = torch.randint(0, 200, (2, 16))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert all(m.weight.SCB is None and m.state.SCB is not None for m in layers), "bitsandbytes moved SCB elsewhere"
+    assert weight_bytes(model) == int8 + scales + others
 
 
 @pytest.mark.parametrize("overrides", [pytest.param(dict(lora_r=0), id="full"),
