@@ -9,6 +9,7 @@ causal mask, so an example never attends to the one packed before it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -58,6 +59,28 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "response"
     if not rows:
         raise DataError(f"{path}: no examples in the file")
     return rows
+
+
+def data_fingerprint(config: RunConfig) -> str | None:
+    """A hash of the bytes of the local files ``config.dataset`` reads, or None for a hub
+    data set (its name is all we know without downloading it).
+
+    A run is cached under its config's hash, and a config names a data file, not its
+    contents: without this, a learner who edits ``my_data.jsonl`` and runs the cell again
+    would be shown the old run.
+    """
+    name = config.dataset
+    path = data_dir() / name if name in SHIPPED else Path(name).expanduser()
+    if path.is_dir():
+        files = [path / f"{s}.jsonl" for s in SPLITS if (path / f"{s}.jsonl").is_file()]
+    elif path.is_file():
+        files = [path]
+    else:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_raw(config: RunConfig) -> DatasetDict:

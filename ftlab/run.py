@@ -93,13 +93,17 @@ class Run:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     @classmethod
-    def cached(cls, config: RunConfig, folder: str | Path | None = None) -> "Run | None":
-        """The completed Run saved for this exact config, if any."""
+    def cached(cls, config: RunConfig, folder: str | Path | None = None,
+               data_sha256: str | None = None) -> "Run | None":
+        """The completed Run saved for this exact config, if any, and only if it was trained
+        on the same data (``data_sha256``, from :func:`ftlab.data.data_fingerprint`)."""
         path = Path(folder or runs_dir()) / f"{config.hash()}.json"
         if not path.is_file():
             return None
         run = cls.load(path)
-        return run if run.status == "completed" else None
+        if run.status != "completed" or run.metrics.get("data_sha256") != data_sha256:
+            return None
+        return run
 
     def __repr__(self) -> str:
         m = self.metrics

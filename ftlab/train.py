@@ -22,7 +22,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from . import __version__
 from .config import GPU_ONLY_OPTIMIZERS, RunConfig
-from .data import Data, load_data
+from .data import Data, data_fingerprint, load_data
 from .errors import DeviceError
 from .evaluate import score_exact_match
 from .memory import ActivationMeter, MemoryBreakdown, gradient_bytes, optimizer_state_bytes, weight_bytes
@@ -224,8 +224,9 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
     Playground uses one to redraw its plot live). An interrupt returns the Run so far
     with ``status='interrupted'`` and does not cache it.
     """
+    data_sha256 = data_fingerprint(config)
     if not retrain:
-        cached = Run.cached(config, runs_dir)
+        cached = Run.cached(config, runs_dir, data_sha256)
         if cached is not None:
             cached.label = label or cached.label
             return cached
@@ -236,7 +237,8 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
     model, tokenizer = load_model(config)
     run = Run(config=config, label=label, env=environment())
     total, trainable = count_parameters(model)
-    run.metrics.update(parameters=total, trainable_parameters=trainable, **{f"data_{k}": v for k, v in data.info.items()})
+    run.metrics.update(parameters=total, trainable_parameters=trainable, data_sha256=data_sha256,
+                       **{f"data_{k}": v for k, v in data.info.items()})
     trainer_ref: list[_FtlabTrainer] = []
     recorder = Recorder(run, trainer_ref, progress)
     cuda = torch.cuda.is_available()

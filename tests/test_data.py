@@ -108,3 +108,23 @@ def test_collator_pads_right_with_masked_labels(tok):
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
     assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_data_fingerprint_follows_the_files_bytes(tmp_path):
+    from ftlab.data import data_fingerprint
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"prompt": "a", "response": "b"}\n')
+    config = RunConfig(dataset=str(one))
+    before = data_fingerprint(config)
+    assert before == data_fingerprint(config)
+    one.write_text('{"prompt": "a", "response": "c"}\n')
+    assert data_fingerprint(config) != before
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    split_config = RunConfig(dataset=str(folder))
+    before = data_fingerprint(split_config)
+    (folder / "validation.jsonl").write_text('{"prompt": "x", "response": "y"}\n')
+    assert data_fingerprint(split_config) != before  # a new split file changes what a run sees
+    assert len(data_fingerprint(RunConfig(dataset="finance"))) == 16
+    assert data_fingerprint(RunConfig(dataset="someone/hub-dataset")) is None

@@ -83,3 +83,18 @@ def test_missing_model_path_is_a_clear_error(tiny_config, tmp_path):
         train(tiny_config.replace(model=str(tmp_path / "missing-model")), runs_dir=tmp_path)
     with pytest.raises(ModelNotFoundError, match="preset"):
         train(tiny_config.replace(model="nobody/no-such-model-ftlab"), runs_dir=tmp_path)
+
+
+def test_editing_the_data_file_is_not_answered_from_the_cache(tiny_config, tmp_path):
+    # the learner's own file: one run, then the file changes under the same config
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i} twice?", "response": str(2 * i)}) + "\n" for i in range(60)))
+    config = tiny_config.replace(dataset=str(data), max_steps=2, eval_steps=2, exact_match_size=0)
+    runs = tmp_path / "runs"
+    first = train(config, runs_dir=runs, progress=False)
+    assert train(config, runs_dir=runs, progress=False).history == first.history  # unchanged file: cache hit
+    data.write_text("".join(json.dumps({"prompt": f"{i} thrice?", "response": str(3 * i)}) + "\n" for i in range(60)))
+    second = train(config, runs_dir=runs, progress=False)
+    assert second.metrics["data_sha256"] != first.metrics["data_sha256"]
+    assert second.evals[0]["eval_loss"] != first.evals[0]["eval_loss"], "trained on the new data, not the old run"
+    assert Run.cached(config, runs, second.metrics["data_sha256"]).history == second.history
