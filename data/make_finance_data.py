@@ -33,8 +33,12 @@ COMPANIES = ["Acme Corp", "Northwind Ltd", "Globex GmbH", "Initech", "Umbrella S
 ITEMS = ["Office chairs", "Printer toner", "Laptops", "Consulting hours", "Cloud hosting", "Desk lamps",
          "Shipping", "Software licence", "Coffee beans", "Cleaning service", "Monitors", "Paper reams"]
 CURRENCIES = [("USD", "$"), ("EUR", "€"), ("GBP", "£")]
-PAIRS = [("USD", "EUR"), ("EUR", "USD"), ("GBP", "USD"), ("USD", "JPY"), ("EUR", "GBP"), ("CHF", "EUR"),
-         ("USD", "CAD"), ("AUD", "USD")]
+# Each pair's rate is near its real 2025-26 mid-market level (units of the second currency
+# per one of the first); an example moves it by -5% .. +6% so the model cannot memorize it.
+RATES = {("USD", "EUR"): Decimal("0.86"), ("EUR", "USD"): Decimal("1.16"), ("GBP", "USD"): Decimal("1.33"),
+         ("USD", "JPY"): Decimal("150"), ("EUR", "GBP"): Decimal("0.87"), ("CHF", "EUR"): Decimal("1.07"),
+         ("USD", "CAD"): Decimal("1.39"), ("AUD", "USD"): Decimal("0.65")}
+PAIRS = list(RATES)
 
 
 def money(x: Decimal) -> str:
@@ -101,7 +105,9 @@ def compound_interest(rng: random.Random) -> tuple[str, str]:
 
 def currency_conversion(rng: random.Random) -> tuple[str, str]:
     src, dst = rng.choice(PAIRS)
-    rate = Decimal(rng.choice(["0.5", "0.8", "0.85", "0.9", "0.92", "1.1", "1.25", "1.5", "2", "1.08", "0.75", "150"]))
+    move = Decimal(rng.choice(range(-5, 7))) / 100
+    base = RATES[src, dst]
+    rate = (base * (1 + move)).quantize(Decimal("0.1") if base >= 10 else CENT, rounding=ROUND_HALF_UP)
     value = amount(rng, 10, 2000, nice=rng.random() < 0.5)
     prompt = rng.choice([
         f"Convert {money(value)} {src} to {dst} at 1 {src} = {rate} {dst}.",

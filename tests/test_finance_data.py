@@ -64,3 +64,28 @@ def test_the_generator_refuses_a_prompt_shared_by_two_splits():
     splits["test"][0] = dict(splits["test"][0], prompt=splits["train"][5]["prompt"])
     with pytest.raises(ValueError, match="also appears in train"):
         module.check(splits)
+
+
+# Wide bands around 2025-26 market rates (units of the second currency per one of the first):
+# a rate drawn without regard to the pair (1 USD = 0.8 JPY, 1 AUD = 150 USD) falls outside.
+PLAUSIBLE_RATES = {("USD", "EUR"): (0.75, 1.0), ("EUR", "USD"): (1.0, 1.3), ("GBP", "USD"): (1.15, 1.5),
+                   ("USD", "JPY"): (120, 180), ("EUR", "GBP"): (0.75, 0.95), ("CHF", "EUR"): (0.9, 1.2),
+                   ("USD", "CAD"): (1.2, 1.55), ("AUD", "USD"): (0.55, 0.8)}
+
+
+def test_currency_rates_are_plausible_for_their_pair_and_answers_exact():
+    import re
+    from decimal import ROUND_HALF_UP, Decimal
+    seen = Counter()
+    for split in SPLITS:
+        for row in read_jsonl(FOLDER / f"{split}.jsonl"):
+            if row["task"] != "currency_conversion":
+                continue
+            src, dst = re.search(r"\b([A-Z]{3}) (?:to|into|in) ([A-Z]{3})\b", row["prompt"]).groups()
+            rate = Decimal(re.search(rf"([\d.]+) {dst}(?: per {src}|\.|,)", row["prompt"]).group(1))
+            value = Decimal(re.search(rf"([\d.]+) {src}\b(?! =)", row["prompt"]).group(1))
+            low, high = PLAUSIBLE_RATES[src, dst]
+            assert low <= rate <= high, row
+            assert row["response"] == f"{(value * rate).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)} {dst}", row
+            seen[src, dst] += 1
+    assert set(seen) == set(PLAUSIBLE_RATES)
