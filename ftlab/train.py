@@ -82,7 +82,8 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
 
 def training_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The optimizer Trainer builds for ``config.optim`` (class and arguments asked of Trainer
-    itself), over the trainable parameters.
+    itself), over the trainable parameters in one group: Trainer splits them into decay and
+    no-decay groups, which changes no state tensor.
 
     For measuring a training step outside Trainer (the memory predictor's tests, chapter 06,
     ``benchmarks/memory_predictor.py``): a hand-built optimizer could differ from Trainer's
