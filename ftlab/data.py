@@ -61,6 +61,17 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "response"
     return rows
 
 
+def local_path(name: str) -> Path:
+    """Where a ``RunConfig.dataset`` name points on disk: a shipped set's folder, else the
+    name read as a path. It may not exist (then the name is a hub id)."""
+    return data_dir() / name if name in SHIPPED else Path(name).expanduser()
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The ``<split>.jsonl`` files present in a data folder, by split name."""
+    return {s: folder / f"{s}.jsonl" for s in SPLITS if (folder / f"{s}.jsonl").is_file()}
+
+
 def data_fingerprint(config: RunConfig) -> str | None:
     """A hash of the bytes of the local files ``config.dataset`` reads, or None for a hub
     data set (its name is all we know without downloading it).
@@ -69,10 +80,9 @@ def data_fingerprint(config: RunConfig) -> str | None:
     contents: without this, a learner who edits ``my_data.jsonl`` and runs the cell again
     would be shown the old run.
     """
-    name = config.dataset
-    path = data_dir() / name if name in SHIPPED else Path(name).expanduser()
+    path = local_path(config.dataset)
     if path.is_dir():
-        files = [path / f"{s}.jsonl" for s in SPLITS if (path / f"{s}.jsonl").is_file()]
+        files = list(split_files(path).values())
     elif path.is_file():
         files = [path]
     else:
@@ -86,13 +96,9 @@ def data_fingerprint(config: RunConfig) -> str | None:
 def load_raw(config: RunConfig) -> DatasetDict:
     """train / validation / test splits with ``prompt`` and ``response`` columns."""
     name, fields = config.dataset, (config.prompt_field, config.response_field)
-    if name in SHIPPED:
-        folder = data_dir() / name
-        return DatasetDict({s: Dataset.from_list(read_jsonl(folder / f"{s}.jsonl", fields)) for s in SPLITS}
-                           ).map(lambda r: _rename(r, fields))
-    path = Path(name).expanduser()
+    path = local_path(name)
     if path.is_dir():
-        found = {s: path / f"{s}.jsonl" for s in SPLITS if (path / f"{s}.jsonl").is_file()}
+        found = split_files(path)
         if "train" not in found:
             raise DataError(f"RunConfig.dataset={name!r}: the folder has no train.jsonl")
         splits = DatasetDict({s: Dataset.from_list(read_jsonl(p, fields)) for s, p in found.items()})
