@@ -76,8 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="tiny")
     args = parser.parse_args()
-    data = Path(__file__).resolve().parent.parent / "data" / "finance"
-    config = RunConfig(model=args.model, dataset=str(data), system_prompt="", lora_r=0, learning_rate=1e-3,
+    config = RunConfig(model=args.model, dataset="finance", system_prompt="", lora_r=0, learning_rate=1e-3,
                        max_steps=args.steps, per_device_train_batch_size=16, max_seq_length=256,
                        eval_steps=args.steps, eval_size=16, exact_match_size=0)
     variants = {"ftlab.train": ftlab_run, "bare Trainer": bare_trainer, "plain PyTorch loop": plain_loop}

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from numbers import Real
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,21 @@ class RunConfig:
         object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
         object.__setattr__(self, "lr_scheduler_kwargs", dict(self.lr_scheduler_kwargs))
         self._validate()
+        self._normalize()
+
+    def _normalize(self) -> None:
+        """One spelling per setting, so equal experiments get equal hashes (and are read from
+        the run cache instead of retrained): ``weight_decay=0`` is ``0.0``, a NEFTune alpha
+        of 0 is ``None`` (off), and ``warmup_steps=5.0`` is the step count ``5``."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "float" and f.name != "warmup_steps" and _is_int(value):
+                object.__setattr__(self, f.name, float(value))
+        if self.neftune_noise_alpha is not None:
+            alpha = float(self.neftune_noise_alpha)
+            object.__setattr__(self, "neftune_noise_alpha", alpha if alpha > 0 else None)
+        warmup = self.warmup_steps
+        object.__setattr__(self, "warmup_steps", int(warmup) if float(warmup).is_integer() else float(warmup))
 
     def _validate(self) -> None:
         r = _require
@@ -124,37 +140,37 @@ class RunConfig:
           "give a preset ('tiny', 'smollm2-135m'), a local model folder or a hub id")
         r(_is_int(self.lora_r) and self.lora_r >= 0, "lora_r", self.lora_r, "an int >= 0 (0 = full fine-tune)")
         r(_is_int(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "an int > 0, typically 2 x lora_r")
-        r(_num(self.lora_dropout) and 0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "a float in [0, 1)")
+        r(is_finite_number(self.lora_dropout) and 0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "a float in [0, 1)")
         r(len(self.lora_target_modules) > 0 and all(isinstance(m, str) and m for m in self.lora_target_modules),
           "lora_target_modules", self.lora_target_modules, "a non-empty list of module names such as ['q_proj', 'v_proj'] or ['all-linear']")
         r(not (self.load_in_4bit and self.load_in_8bit), "load_in_8bit", self.load_in_8bit,
           "choose one of load_in_4bit and load_in_8bit, not both")
         r(not ((self.load_in_4bit or self.load_in_8bit) and self.lora_r == 0), "lora_r", self.lora_r,
           "a quantized model cannot be fully fine-tuned: set lora_r > 0 (QLoRA) or turn quantization off")
-        r(_num(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "a float in [0, 1)")
+        r(is_finite_number(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "a float in [0, 1)")
         r(isinstance(self.dataset, str) and self.dataset.strip() != "", "dataset", self.dataset,
           "'finance' (shipped), a .jsonl/.json/.csv file or a datasets name")
         r(_is_int(self.max_seq_length) and 16 <= self.max_seq_length <= 32768, "max_seq_length", self.max_seq_length, "an int in [16, 32768]")
         r(_is_int(self.train_size) and self.train_size >= 0, "train_size", self.train_size, "an int >= 0 (0 = the whole split)")
-        r(_num(self.learning_rate) and 0 < self.learning_rate < 1, "learning_rate", self.learning_rate,
+        r(is_finite_number(self.learning_rate) and 0 < self.learning_rate < 1, "learning_rate", self.learning_rate,
           "a float in (0, 1); fine-tuning uses about 1e-5 (full) to 1e-3 (LoRA)")
         r(self.lr_scheduler_type in SCHEDULER_TYPES, "lr_scheduler_type", self.lr_scheduler_type,
           f"one of {', '.join(SCHEDULER_TYPES)}")
-        r(_num(self.warmup_steps) and self.warmup_steps >= 0 and (self.warmup_steps < 1 or float(self.warmup_steps).is_integer()),
+        r(is_finite_number(self.warmup_steps) and self.warmup_steps >= 0 and (self.warmup_steps < 1 or float(self.warmup_steps).is_integer()),
           "warmup_steps", self.warmup_steps, "an int >= 0 (steps) or a float in [0, 1) (fraction of max_steps)")
-        r(_num(self.weight_decay) and 0 <= self.weight_decay <= 10, "weight_decay", self.weight_decay, "a float in [0, 10]; 0.0 to 0.1 is usual")
+        r(is_finite_number(self.weight_decay) and 0 <= self.weight_decay <= 10, "weight_decay", self.weight_decay, "a float in [0, 10]; 0.0 to 0.1 is usual")
         r(self.optim in OPTIMIZERS, "optim", self.optim, f"one of {', '.join(OPTIMIZERS)}")
-        r(_num(self.adam_beta1) and 0 <= self.adam_beta1 < 1, "adam_beta1", self.adam_beta1, "a float in [0, 1)")
-        r(_num(self.adam_beta2) and 0 <= self.adam_beta2 < 1, "adam_beta2", self.adam_beta2, "a float in [0, 1)")
-        r(_num(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a float >= 0 (0 disables clipping)")
+        r(is_finite_number(self.adam_beta1) and 0 <= self.adam_beta1 < 1, "adam_beta1", self.adam_beta1, "a float in [0, 1)")
+        r(is_finite_number(self.adam_beta2) and 0 <= self.adam_beta2 < 1, "adam_beta2", self.adam_beta2, "a float in [0, 1)")
+        r(is_finite_number(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a float >= 0 (0 disables clipping)")
         r(_is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1,
           "per_device_train_batch_size", self.per_device_train_batch_size, "an int >= 1")
         r(_is_int(self.gradient_accumulation_steps) and self.gradient_accumulation_steps >= 1,
           "gradient_accumulation_steps", self.gradient_accumulation_steps, "an int >= 1")
         r(_is_int(self.max_steps) and self.max_steps >= 0, "max_steps", self.max_steps, "an int >= 0 (0 = evaluate only)")
-        r(self.neftune_noise_alpha is None or (_num(self.neftune_noise_alpha) and self.neftune_noise_alpha >= 0),
+        r(self.neftune_noise_alpha is None or (is_finite_number(self.neftune_noise_alpha) and self.neftune_noise_alpha >= 0),
           "neftune_noise_alpha", self.neftune_noise_alpha, "None (off) or a float >= 0; the paper uses 5, 10 or 15")
-        r(_num(self.label_smoothing_factor) and 0 <= self.label_smoothing_factor < 1,
+        r(is_finite_number(self.label_smoothing_factor) and 0 <= self.label_smoothing_factor < 1,
           "label_smoothing_factor", self.label_smoothing_factor, "a float in [0, 1); 0.1 is common")
         r(not (self.bf16 and self.fp16), "fp16", self.fp16, "choose one of bf16 and fp16, not both")
         r(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an int >= 0")
@@ -224,5 +240,10 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _num(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def is_finite_number(v: object) -> bool:
+    """A real number that is not a bool, NaN or infinite: the one check every knob, widget
+    and from-scratch lesson applies before trusting a value (``True`` is an int in Python,
+    and a NaN learning rate would only show up as a NaN loss many steps later)."""
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import datasets
 import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from .config import RunConfig
 from .errors import DataError
+from .models import load_tokenizer
 
 SPLITS = ("train", "validation", "test")
 SHIPPED = ("finance",)
@@ -107,10 +109,8 @@ def load_raw(config: RunConfig) -> DatasetDict:
     elif name.startswith((".", "/", "~")) or path.suffix in (".json", ".csv"):
         if not path.is_file():
             raise DataError(f"RunConfig.dataset={name!r}: file not found")
-        import datasets
         splits = datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path))
     else:
-        import datasets
         try:
             splits = datasets.load_dataset(name)
         except Exception as err:  # the hub raises many types; all mean "not available here"
@@ -251,7 +251,6 @@ def _tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, config: RunConf
 def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Data:
     """Load, template, mask and (optionally) pack the configured data set."""
     if tokenizer is None:
-        from .models import load_tokenizer
         tokenizer = load_tokenizer(config)
     raw = load_raw(config)
     train_rows = raw["train"].select(range(min(config.train_size, len(raw["train"])))) if config.train_size else raw["train"]

@@ -22,10 +22,13 @@ import tempfile
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from tokenizers import Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig,
                           LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
 
-from .config import RunConfig
+from .config import GPU_ONLY_OPTIMIZERS, RunConfig
 from .errors import DeviceError, ModelNotFoundError
 
 PRESETS = ("tiny", "smollm2-135m")
@@ -124,8 +127,6 @@ def byte_tokenizer() -> PreTrainedTokenizerBase:
     Built in code (no file, no download) from the ``tokenizers`` library: a BPE model with
     the 256 byte symbols as its vocabulary and no merges.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
     # GPT-2's printable stand-ins for the 256 bytes, so every byte is a visible symbol
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars, extra = {}, 0
@@ -136,7 +137,7 @@ def byte_tokenizer() -> PreTrainedTokenizerBase:
             chars[byte] = chr(256 + extra)
             extra += 1
     vocab = {chars[b]: b for b in range(256)}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core = Tokenizer(BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
@@ -192,14 +193,32 @@ def load_tokenizer(config: RunConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(config: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model (with LoRA / 4-bit / 8-bit / checkpointing as configured) and its tokenizer."""
-    cuda = torch.cuda.is_available()
-    if config.fp16 and not cuda:
+def check_device(config: RunConfig) -> None:
+    """Refuse GPU-only options on a machine without CUDA, before anything is loaded."""
+    if torch.cuda.is_available():
+        return
+    if config.fp16:
         raise DeviceError("RunConfig.fp16=True needs a CUDA GPU and none is present; use bf16=True "
                           "(bf16 autocast runs on CPU) or fp16=False")
-    tokenizer = load_tokenizer(config)
+    if config.optim in GPU_ONLY_OPTIMIZERS:
+        raise DeviceError(f"RunConfig.optim={config.optim!r} pages optimizer state through GPU memory and needs CUDA; "
+                          f"on CPU use 'adamw_8bit' (8-bit states) or 'adamw_torch'")
+
+
+def load_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model, ready to train as configured, and its tokenizer: the one place a run's model
+    is set up (device check, quantization, LoRA, checkpointing), so a notebook measuring a
+    step by hand and ``train`` get exactly the same model.
+
+    ``tokenizer`` is reused when the caller already loaded it (``train`` does, to read the
+    data before spending time on the weights).
+    """
+    check_device(config)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config)
     source = resolve_model(config.model)
+    cuda = torch.cuda.is_available()
     quant = None
     if config.load_in_4bit or config.load_in_8bit:
         compute = torch.bfloat16 if config.bf16 else torch.float32
@@ -217,17 +236,24 @@ def load_model(config: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     if config.is_lora:
         model = _add_lora(model, config, quantized=quant is not None)
     if config.gradient_checkpointing:
-        # non-reentrant checkpointing needs no requires_grad trick on the inputs for LoRA
-        if hasattr(model, "activation_checkpointing_enable"):  # the transformers v5 name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     return model, tokenizer
 
 
-def _add_lora(model: PreTrainedModel, config: RunConfig, quantized: bool) -> PreTrainedModel:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute activations in the backward pass instead of keeping them, non-reentrant.
 
+    transformers v5 renames gradient checkpointing to activation checkpointing (same
+    behaviour); this uses whichever name the installed version has. Non-reentrant
+    checkpointing needs no ``requires_grad`` trick on the inputs for LoRA.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _add_lora(model: PreTrainedModel, config: RunConfig, quantized: bool) -> PreTrainedModel:
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = list(config.lora_target_modules)

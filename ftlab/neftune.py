@@ -26,18 +26,17 @@ with both, the noise is added twice.
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+
+from .config import is_finite_number
 
 __all__ = ["neftune_noise", "neftune_scale", "attach_neftune"]
 
 
 def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not math.isfinite(float(alpha)) or alpha < 0:
+    if not is_finite_number(alpha) or alpha < 0:
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     return float(alpha)
 

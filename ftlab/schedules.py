@@ -17,6 +17,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+import torch
+from transformers import get_scheduler
+
 
 #: The schedules a learner compares, spelled as `TrainingArguments.lr_scheduler_type` spells them.
 #: Left out on purpose: "reduce_lr_on_plateau" and "greedy" react to the eval loss, so they have no
@@ -100,9 +103,6 @@ def lr_curve(name: str, *, num_training_steps: int, learning_rate: float, warmup
     the run (rounded up). `scheduler_kwargs` default to `default_scheduler_kwargs(name, ...)`; a dict
     given here replaces them entirely (pass {} to get the bare library defaults).
     """
-    import torch
-    from transformers import get_scheduler
-
     _check_name(name)
     if num_training_steps < 1:
         raise ValueError(f"num_training_steps must be >= 1, got {num_training_steps}")

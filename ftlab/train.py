@@ -18,33 +18,28 @@ from typing import Any, Iterable
 
 import torch
 import transformers
+from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from . import __version__
-from .config import GPU_ONLY_OPTIMIZERS, RunConfig
+from .config import RunConfig
 from .data import Data, data_fingerprint, load_data
-from .errors import DeviceError
 from .evaluate import score_exact_match
 from .memory import ActivationMeter, MemoryBreakdown, gradient_bytes, optimizer_state_bytes, weight_bytes
-from .models import count_parameters, load_model, load_tokenizer
+from .models import check_device, count_parameters, load_model, load_tokenizer
 from .profiles import profile_name
 from .run import Run
 from .weight_decay import weight_norm
 
 
-def check_device(config: RunConfig) -> None:
-    """Refuse GPU-only options on a machine without CUDA, before anything is loaded."""
-    if torch.cuda.is_available():
-        return
-    if config.fp16:
-        raise DeviceError("RunConfig.fp16=True needs a CUDA GPU; on CPU use bf16=True (CPU autocast) or fp16=False")
-    if config.optim in GPU_ONLY_OPTIMIZERS:
-        raise DeviceError(f"RunConfig.optim={config.optim!r} pages optimizer state through GPU memory and needs CUDA; "
-                          f"on CPU use 'adamw_8bit' (8-bit states) or 'adamw_torch'")
-
-
 def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
-    """The TrainingArguments a learner would write for this config (same names, same values)."""
+    """The TrainingArguments a learner would write for this config (same names, same values).
+
+    Gradient (activation) checkpointing is the one knob not passed here: ``load_model``
+    already switched it on for the model, non-reentrant, and Trainer would only call the
+    same switch a second time. In a script of your own, ``activation_checkpointing=True``
+    (``gradient_checkpointing=True`` before transformers v5) does it.
+    """
     return TrainingArguments(
         output_dir=output_dir,
         max_steps=max(config.max_steps, 1),
@@ -60,9 +55,8 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         adam_beta1=config.adam_beta1,
         adam_beta2=config.adam_beta2,
         max_grad_norm=config.max_grad_norm,
-        neftune_noise_alpha=config.neftune_noise_alpha or None,
+        neftune_noise_alpha=config.neftune_noise_alpha,
         label_smoothing_factor=config.label_smoothing_factor,
-        **_checkpointing_args(config.gradient_checkpointing),
         bf16=config.bf16,
         fp16=config.fp16,
         seed=config.seed,
@@ -95,14 +89,6 @@ def training_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim
     return cls([p for p in model.parameters() if p.requires_grad], **kwargs)
 
 
-def _checkpointing_args(enabled: bool) -> dict[str, Any]:
-    """transformers v5 renames gradient checkpointing to activation checkpointing; use
-    whichever name this version has (same behaviour), non-reentrant as recommended."""
-    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
-        else "gradient_checkpointing"
-    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
-
-
 def count_tokens(batch: dict[str, torch.Tensor], pad_token_id: int) -> int:
     """Real (non-padding) tokens in a batch: the attention mask, or for packed rows the
     row minus its trailing padding."""
@@ -115,22 +101,23 @@ def count_tokens(batch: dict[str, torch.Tensor], pad_token_id: int) -> int:
 
 
 class _FtlabTrainer(Trainer):
-    """Trainer plus two measurements: tokens per micro-batch, and activation bytes on the
-    first one. Eval loss is always plain cross-entropy, so runs with and without label
-    smoothing are compared on the same scale."""
+    """Trainer plus two measurements handed to the run's Recorder: tokens per micro-batch,
+    and activation bytes on the first one (callbacks never see the batch, so the trainer
+    measures and the recorder files). Eval loss is always plain cross-entropy, so runs with
+    and without label smoothing are compared on the same scale."""
 
-    def __init__(self, *args: Any, pad_token_id: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, recorder: "Recorder", pad_token_id: int, **kwargs: Any) -> None:
+        super().__init__(*args, callbacks=[recorder, *kwargs.pop("callbacks", [])], **kwargs)
+        self.ftlab_recorder = recorder
         self.ftlab_pad_token_id = pad_token_id
-        self.ftlab_tokens = 0
-        self.ftlab_activation_bytes: int | None = None
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
-        self.ftlab_tokens += count_tokens(inputs, self.ftlab_pad_token_id)
-        if self.ftlab_activation_bytes is None:
+        recorder = self.ftlab_recorder
+        recorder.tokens += count_tokens(inputs, self.ftlab_pad_token_id)
+        if recorder.activation_bytes is None:
             with ActivationMeter(model) as meter:
                 loss = super().training_step(model, inputs, num_items_in_batch)
-            self.ftlab_activation_bytes = meter.bytes
+            recorder.activation_bytes = meter.bytes
             return loss
         return super().training_step(model, inputs, num_items_in_batch)
 
@@ -147,9 +134,12 @@ class _FtlabTrainer(Trainer):
 class Recorder(TrainerCallback):
     """Fills a Run's history while the Trainer runs (and draws the progress bar)."""
 
-    def __init__(self, run: Run, trainer_ref: list[_FtlabTrainer], progress: bool) -> None:
+    def __init__(self, run: Run, progress: bool) -> None:
         self.run = run
-        self._trainer = trainer_ref
+        self.tokens = 0
+        """Real tokens since the last optimizer step (filled by the trainer)."""
+        self.activation_bytes: int | None = None
+        """Bytes saved for backward by the first micro-batch (filled by the trainer)."""
         self._progress = progress
         self._bar: Any = None
         self._t0 = 0.0
@@ -163,7 +153,6 @@ class Recorder(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         if self._progress:
-            from tqdm.auto import tqdm
             self._bar = tqdm(total=state.max_steps, desc=self.run.label or "training", unit="step", leave=True)
 
     def on_step_begin(self, args, state, control, optimizer=None, **kw):
@@ -174,17 +163,15 @@ class Recorder(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, optimizer=None, model=None, **kw):
         if self.run.memory is None and model is not None:
-            trainer = self._trainer[0]
             self.run.memory = MemoryBreakdown(
                 weights=weight_bytes(model), gradients=gradient_bytes(model),
-                optimizer=optimizer_state_bytes(optimizer), activations=trainer.ftlab_activation_bytes or 0)
+                optimizer=optimizer_state_bytes(optimizer), activations=self.activation_bytes or 0)
 
     def on_step_end(self, args, state, control, model=None, **kw):
         dt = time.perf_counter() - self._t0
-        trainer = self._trainer[0]
         row = self._row(state.global_step)
-        row.update(step_time=dt, tokens=trainer.ftlab_tokens, tokens_per_second=trainer.ftlab_tokens / dt if dt else None)
-        trainer.ftlab_tokens = 0
+        row.update(step_time=dt, tokens=self.tokens, tokens_per_second=self.tokens / dt if dt else None)
+        self.tokens = 0
         if model is not None:
             row["weight_norm"] = weight_norm(model, trainable_only=True)
         if self._bar is not None:
@@ -231,24 +218,22 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
         if cached is not None:
             cached.label = label or cached.label
             return cached
-    check_device(config)
+    check_device(config)  # before the data, which can take a while to read
     set_seed(config.seed)
     tokenizer = load_tokenizer(config)
     data = load_data(config, tokenizer)  # data errors surface before the model is loaded
-    model, tokenizer = load_model(config)
+    model, tokenizer = load_model(config, tokenizer)
     run = Run(config=config, label=label, env=environment())
     total, trainable = count_parameters(model)
     run.metrics.update(parameters=total, trainable_parameters=trainable, data_sha256=data_sha256,
                        **{f"data_{k}": v for k, v in data.info.items()})
-    trainer_ref: list[_FtlabTrainer] = []
-    recorder = Recorder(run, trainer_ref, progress)
+    recorder = Recorder(run, progress)
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="ftlab-") as out:
         trainer = _FtlabTrainer(model=model, args=training_arguments(config, out), train_dataset=data.train,
                                 eval_dataset=data.validation, data_collator=data.collator,
-                                callbacks=[recorder, *callbacks], pad_token_id=tokenizer.pad_token_id)
+                                recorder=recorder, callbacks=list(callbacks), pad_token_id=tokenizer.pad_token_id)
         trainer.remove_callback(PrinterCallback)
-        trainer_ref.append(trainer)
         try:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import math
 import re
-from numbers import Real
 
 import torch
 from torch import Tensor, nn
+
+from .config import is_finite_number
 
 __all__ = [
     "adamw_step", "adam_l2_step", "decay_parameter_names", "no_decay_parameter_names", "weight_norm",
@@ -235,7 +236,7 @@ def weight_norm(model: nn.Module, trainable_only: bool = True) -> float:
 # --------------------------------------------------------------------------------------------
 
 def _check_number(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+    if not is_finite_number(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     value = float(value)
     if value < 0 or (value == 0 and not allow_zero):

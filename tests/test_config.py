@@ -1,5 +1,8 @@
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -52,8 +55,29 @@ def test_json_round_trip_and_stable_hash():
     assert again == cfg and again.hash() == cfg.hash()
     assert json.loads(cfg.to_json())["lora_target_modules"] == ["q_proj", "v_proj"]
     assert cfg.replace(learning_rate=1e-3).hash() != cfg.hash()
-    # the hash is a pure function of the values (no id(), no dict order)
-    assert RunConfig(seed=1).hash() == RunConfig(seed=1).hash() == "%s" % RunConfig(seed=1).hash()
+
+
+def test_hash_is_the_same_in_another_interpreter():
+    # no id(), no set or dict order: a fresh interpreter with another string-hash seed agrees
+    code = "from ftlab import RunConfig; print(RunConfig(seed=1, lr_scheduler_kwargs={'b': 1, 'a': 2}).hash())"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == RunConfig(seed=1, lr_scheduler_kwargs={"a": 2, "b": 1}).hash()
+
+
+@pytest.mark.parametrize("spelled,canonical", [
+    (dict(neftune_noise_alpha=0), dict(neftune_noise_alpha=None)),
+    (dict(neftune_noise_alpha=0.0), dict()),
+    (dict(weight_decay=0), dict(weight_decay=0.0)),
+    (dict(warmup_steps=0.0), dict(warmup_steps=0)),
+    (dict(warmup_steps=5.0), dict(warmup_steps=5)),
+    (dict(max_grad_norm=1), dict()),
+    (dict(neftune_noise_alpha=5), dict(neftune_noise_alpha=5.0)),
+])
+def test_one_spelling_per_setting_gives_one_hash(spelled, canonical):
+    a, b = RunConfig(**spelled), RunConfig(**canonical)
+    assert a == b and a.hash() == b.hash() and a.to_json() == b.to_json()
+    assert RunConfig.from_json(a.to_json()) == b
 
 
 def test_replace_validates_again():
