@@ -1,4 +1,4 @@
-"""Is the memory predictor right? ``ftlab.estimate`` against one measured training step.
+"""Is the memory predictor right? ``ftlab.memory.estimate`` against one measured training step.
 
 For each case (model x full / LoRA / QLoRA x checkpointing off / on, plus bf16 autocast on
 a GPU) the script loads the model as a run would, builds the optimizer Trainer would build,
@@ -13,7 +13,7 @@ Two comparisons are recorded:
   field. Any device.
 * ``cuda_peak`` (CUDA only): ``torch.cuda.max_memory_allocated`` during the measured step
   against the predicted peak, ``estimate(...).total + transient_bytes(...)`` (the logits'
-  gradient and, with checkpointing, one recomputed layer; see ``ftlab.estimate``). The
+  gradient and, with checkpointing, one recomputed layer; see ``ftlab.memory.fits``). The
   goal is within 10%.
 
 Results go to ``benchmarks/results/memory_predictor_<device>.json``; the README in this
@@ -29,9 +29,8 @@ from typing import Any
 import torch
 
 from ftlab import RunConfig, estimate, load_model
-from ftlab.estimate import model_architecture, setup_for, transient_bytes
-from ftlab.memory import MiB, measure_training_step
-from ftlab.run import write_json_atomic
+from ftlab.memory import MiB, measure_training_step, model_architecture, setup_for, transient_bytes
+from ftlab.storage import write_json_atomic
 from ftlab.train import environment, training_optimizer
 
 METHODS = {"full": dict(lora_r=0), "lora": dict(lora_r=8), "qlora": dict(lora_r=8, load_in_4bit=True)}

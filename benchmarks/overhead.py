@@ -21,7 +21,7 @@ import torch
 from transformers import PrinterCallback, Trainer, get_scheduler, set_seed
 
 from ftlab import RunConfig, load_data, load_model, train
-from ftlab.run import write_json_atomic
+from ftlab.storage import write_json_atomic
 from ftlab.train import environment, training_arguments
 
 

@@ -3,20 +3,22 @@
 The public API is what the notebooks use: describe an experiment with RunConfig, run it
 with train(), compare the Runs with the plot functions.
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 from .config import RunConfig
 from .errors import ConfigError, DataError, DeviceError, FtlabError, ModelNotFoundError
-from .memory import MemoryBreakdown
-from .estimate import estimate
+from .memory import MemoryBreakdown, estimate
 from .models import load_model, load_tokenizer
 from .data import load_data
 from .profiles import base_config, profile_name, workload
 from .run import Run
 from .train import train
 from .plot import show_figures_inline
+from .notebook import in_jupyter_kernel, quiet_libraries
 
 show_figures_inline()  # in a notebook, returned figures render as pictures (see its docstring)
+if in_jupyter_kernel():
+    quiet_libraries()  # saved notebooks keep no frozen progress bars (see ftlab.notebook)
 
 __all__ = ["RunConfig", "load_model", "load_tokenizer", "load_data", "train", "Run", "MemoryBreakdown", "estimate",
            "base_config", "profile_name", "workload", "show_figures_inline", "ConfigError", "DataError", "DeviceError",

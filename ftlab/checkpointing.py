@@ -12,6 +12,7 @@ import warnings
 from typing import Any, Sequence
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from .config import RunConfig
 from .memory import measure_training_step
@@ -62,8 +63,6 @@ def reentrant_trap(seed: int = 0) -> dict[str, float]:
     non-reentrant checkpointing never had the problem. Returns the adapter's gradient norm
     per setup (0.0 = no gradient).
     """
-    from torch.utils.checkpoint import checkpoint
-
     gen = torch.Generator().manual_seed(seed)
     embed = torch.nn.Embedding(50, 16)
     frozen = torch.nn.Linear(16, 16)

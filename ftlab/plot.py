@@ -2,7 +2,6 @@
 returns the figure, so notebooks show it and tests can inspect it."""
 from __future__ import annotations
 
-import sys
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -10,6 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .memory import MiB, MemoryBreakdown
+from .notebook import ipython_shell
 from .quant import NF4Tensor, nf4_code, quantization_error
 from .run import Run
 
@@ -27,11 +27,9 @@ def show_figures_inline(shell: Any = None) -> bool:
     calls it; outside IPython it does nothing (and does not import IPython).
     """
     if shell is None:
-        if "IPython" not in sys.modules:
-            return False
-        shell = sys.modules["IPython"].get_ipython()
-        if shell is None:
-            return False
+        shell = ipython_shell()
+    if shell is None:
+        return False
     from IPython.core.pylabtools import select_figure_formats
     select_figure_formats(shell, {"png"})
     return True
@@ -44,18 +42,39 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> tuple[Figur
     return fig, fig.add_subplot()
 
 
-def _finish(ax: Axes, ylabel: str, title: str | None = None) -> None:
-    """The look every step-on-x plot shares."""
+def frame_steps(ax: Axes, ylabel: str, title: str | None = None) -> None:
+    """The look every step-on-x plot shares, without the legend: also the frame of a plot
+    that has no curve yet (the Playground before its first run), where a legend would be
+    an empty box."""
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+
+
+def _finish(ax: Axes, ylabel: str, title: str | None = None) -> None:
+    """A finished step-on-x plot: the shared frame and the legend of its curves."""
+    frame_steps(ax, ylabel, title)
+    ax.legend(fontsize=8)
 
 
 def _label(run: Run, i: int) -> str:
     return run.label or f"run {i} ({run.config_hash})"
+
+
+LOSS_STYLES: dict[str, dict[str, Any]] = {"train": {"alpha": 0.6, "lw": 1}, "eval": {"marker": "o", "lw": 2}}
+"""Train loss thin and faint (it is noisy), eval loss bold with a marker per evaluation."""
+
+
+def plot_loss_curve(steps: Sequence[int], values: Sequence[float], kind: str, color: str, label: str,
+                    ax: Axes | None = None) -> Figure:
+    """One train or eval loss curve (``kind``) in the look :func:`plot_losses` gives every run,
+    so a curve drawn on its own, such as the Playground's run still in training, looks like
+    the one it becomes."""
+    fig, ax = _axes(ax)
+    ax.plot(steps, values, color=color, label=label, **LOSS_STYLES[kind])
+    return fig
 
 
 def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True, eval: bool = True,
@@ -68,10 +87,10 @@ def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True,
             steps, loss = run.series("loss")
             if smooth > 1 and len(loss) >= smooth:
                 loss = [sum(loss[max(0, j - smooth + 1):j + 1]) / len(loss[max(0, j - smooth + 1):j + 1]) for j in range(len(loss))]
-            ax.plot(steps, loss, color=color, alpha=0.6, lw=1, label=f"{_label(run, i)} train")
+            plot_loss_curve(steps, loss, "train", color, f"{_label(run, i)} train", ax=ax)
         if eval:
             steps, loss = run.series("eval_loss")
-            ax.plot(steps, loss, color=color, marker="o", lw=2, label=f"{_label(run, i)} eval")
+            plot_loss_curve(steps, loss, "eval", color, f"{_label(run, i)} eval", ax=ax)
     _finish(ax, "cross-entropy loss", title)
     return fig
 

@@ -48,6 +48,7 @@ from typing import Optional, Union
 import torch
 
 __all__ = [
+    "NF4_BLOCKSIZE",
     "NF4_CODE",
     "NF4Tensor",
     "bits_per_parameter",
@@ -63,6 +64,9 @@ __all__ = [
 
 #: Block size that bitsandbytes uses for the second-level (absmax) quantization.
 ABSMAX_BLOCKSIZE = 256
+
+#: Values per 4-bit block: one absmax scale each (bitsandbytes' default for NF4 weights).
+NF4_BLOCKSIZE = 64
 
 #: The 16 NF4 levels exactly as float32, in code order (code 0 = -1.0,
 #: code 7 = 0.0, code 15 = 1.0).  These are the values published with the
@@ -340,7 +344,7 @@ def _unpack(packed: torch.Tensor, n: int) -> torch.Tensor:
     return codes[:n]
 
 
-def quantize_nf4(weight: torch.Tensor, blocksize: int = 64, double_quant: bool = False) -> NF4Tensor:
+def quantize_nf4(weight: torch.Tensor, blocksize: int = NF4_BLOCKSIZE, double_quant: bool = False) -> NF4Tensor:
     """Quantize ``weight`` to NF4, exactly as bitsandbytes' ``quantize_4bit``.
 
     Steps and why they exist:

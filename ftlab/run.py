@@ -10,39 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
+from .storage import cache_dir, write_json_atomic
 from .memory import MemoryBreakdown
 
 
 def runs_dir() -> Path:
     """FTLAB_RUNS, else <cache>/runs."""
-    from .models import cache_dir
     path = Path(os.environ.get("FTLAB_RUNS") or cache_dir() / "runs").expanduser()
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``: a
-    reader sees the old file or the new one, never half of one (a crash or Ctrl-C mid-write
-    would otherwise leave a truncated run that a later cache lookup trusts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -61,6 +41,10 @@ class Run:
     """'completed' or 'interrupted' (history kept up to the interrupt)."""
     env: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    from_cache: bool = field(default=False, compare=False)
+    """True when :meth:`cached` loaded it instead of a training run making it: how a caller
+    (the Playground's table, its status line) tells "instant, from the cache" from "trained".
+    Not saved: it says where this object came from, not what the run did."""
 
     @property
     def config_hash(self) -> str:
@@ -103,6 +87,7 @@ class Run:
         run = cls.load(path)
         if run.status != "completed" or run.metrics.get("data_sha256") != data_sha256:
             return None
+        run.from_cache = True
         return run
 
     def __repr__(self) -> str:

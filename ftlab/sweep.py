@@ -34,16 +34,26 @@ def compare(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = False,
     return [train(cfg, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress) for text, cfg in configs]
 
 
-def metric_table(runs: Sequence[Run], keys: Sequence[str] = ("final_train_loss", "final_eval_loss", "best_eval_loss",
-                                                                "exact_match", "seconds_per_step")) -> str:
+METRIC_KEYS = ("final_train_loss", "final_eval_loss", "best_eval_loss", "exact_match", "seconds_per_step")
+"""The metrics a comparison of runs shows unless told otherwise."""
+
+
+def metric_rows(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> list[dict[str, Any]]:
+    """One dict per run: ``label`` (its label, else its config hash) and each of ``keys`` from
+    its final metrics (None where it has none).
+
+    The one place that reads a run into a table row: the text table under a sweep's plot
+    and the Playground's HTML table format these same values, so they never disagree.
+    """
+    return [{"label": run.label or run.config_hash, **{k: run.metrics.get(k) for k in keys}} for run in runs]
+
+
+def metric_table(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> str:
     """A fixed-width text table of run metrics, for printing under a plot."""
     widths = [max(18, len(k) + 2) for k in keys]
     head = f"{'run':28s}" + "".join(f"{k:>{w}s}" for k, w in zip(keys, widths))
     lines = [head, "-" * len(head)]
-    for run in runs:
-        cells = []
-        for k, w in zip(keys, widths):
-            v = run.metrics.get(k)
-            cells.append(f"{v:{w}.4f}" if isinstance(v, float) else f"{str(v):>{w}s}")
-        lines.append(f"{(run.label or run.config_hash)[:28]:28s}" + "".join(cells))
+    for row in metric_rows(runs, keys):
+        cells = [f"{row[k]:{w}.4f}" if isinstance(row[k], float) else f"{str(row[k]):>{w}s}" for k, w in zip(keys, widths)]
+        lines.append(f"{row['label'][:28]:28s}" + "".join(cells))
     return "\n".join(lines)

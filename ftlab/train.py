@@ -18,10 +18,9 @@ from typing import Any, Iterable
 
 import torch
 import transformers
-from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from . import __version__
+from .version import __version__
 from .config import RunConfig
 from .data import Data, data_fingerprint, load_data
 from .evaluate import score_exact_match
@@ -132,7 +131,14 @@ class _FtlabTrainer(Trainer):
 
 
 class Recorder(TrainerCallback):
-    """Fills a Run's history while the Trainer runs (and draws the progress bar)."""
+    """Fills a Run's history while the Trainer runs; with ``progress``, prints one line when
+    training starts and one when it ends (``close``).
+
+    Two plain lines, not a progress bar: a bar redraws itself (carriage returns, or a widget
+    in Jupyter), and a saved notebook or log keeps only a frame of it, such as ``0%| | 0/80``
+    for a run that finished. The Playground passes ``progress=False``: its status line and
+    live plot show the same.
+    """
 
     def __init__(self, run: Run, progress: bool) -> None:
         self.run = run
@@ -141,8 +147,13 @@ class Recorder(TrainerCallback):
         self.activation_bytes: int | None = None
         """Bytes saved for backward by the first micro-batch (filled by the trainer)."""
         self._progress = progress
-        self._bar: Any = None
         self._t0 = 0.0
+        self._started: float | None = None
+        """When training began (None before, and after ``close`` reported the end)."""
+        self._seconds: float | None = None
+        """Training time, set when training reaches its end (an interrupted run never does)."""
+        self._steps = 0
+        self._max_steps = 0
         self._rows: dict[int, dict[str, Any]] = {}
 
     def _row(self, step: int) -> dict[str, Any]:
@@ -151,9 +162,18 @@ class Recorder(TrainerCallback):
             self.run.history.append(self._rows[step])
         return self._rows[step]
 
+    def _name(self) -> str:
+        return self.run.label or f"run {self.run.config_hash}"
+
     def on_train_begin(self, args, state, control, **kw):
+        self._started = time.perf_counter()
+        self._max_steps = state.max_steps
         if self._progress:
-            self._bar = tqdm(total=state.max_steps, desc=self.run.label or "training", unit="step", leave=True)
+            print(f"{self._name()}: training {state.max_steps} steps", flush=True)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self._started is not None:
+            self._seconds = time.perf_counter() - self._started
 
     def on_step_begin(self, args, state, control, optimizer=None, **kw):
         self._t0 = time.perf_counter()
@@ -174,27 +194,35 @@ class Recorder(TrainerCallback):
         self.tokens = 0
         if model is not None:
             row["weight_norm"] = weight_norm(model, trainable_only=True)
-        if self._bar is not None:
-            self._bar.update(1)
+        self._steps = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
         if "eval_loss" in logs:
             self.run.evals.append({"step": state.global_step, "eval_loss": float(logs["eval_loss"])})
-            if self._bar is not None:
-                self._bar.set_postfix(eval_loss=f"{logs['eval_loss']:.3f}", refresh=False)
         if "loss" in logs and state.global_step > 0:
             row = self._row(state.global_step)
             row["loss"] = float(logs["loss"])
             if logs.get("grad_norm") is not None:
                 row["grad_norm"] = float(logs["grad_norm"])
-            if self._bar is not None:
-                self._bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        """Print the end line (once, and only if training began): called when the run is over,
+        after its final evaluation, so the eval loss it shows is the final model's."""
+        if not self._progress or self._started is None:
+            return
+        if self._seconds is not None:
+            done = f"{self._steps} steps in {self._seconds:.1f} s"
+        else:  # training never reached its end: Ctrl-C, or an error on its way up
+            why = "interrupted" if self.run.status == "interrupted" else "stopped"
+            done = f"{why} after {self._steps} of {self._max_steps} steps ({time.perf_counter() - self._started:.1f} s)"
+        self._started = None
+        losses = [r["loss"] for r in self.run.history if "loss" in r]
+        facts = [done] + ([f"last train loss {losses[-1]:.3f}"] if losses else [])
+        if self.run.evals:
+            last = self.run.evals[-1]
+            facts.append(f"eval loss {last['eval_loss']:.3f} at step {last['step']}")
+        print(f"{self._name()}: {' · '.join(facts)}", flush=True)
 
 
 def environment() -> dict[str, Any]:
@@ -209,8 +237,9 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
     """Fine-tune as configured and return the Run (from the run cache if this config ran before).
 
     ``retrain=True`` ignores the cache. ``callbacks`` are extra TrainerCallbacks (the
-    Playground uses one to redraw its plot live). An interrupt returns the Run so far
-    with ``status='interrupted'`` and does not cache it.
+    Playground uses one to redraw its plot live). ``progress`` prints one line when training
+    starts and one when it ends (see ``Recorder``); a cache hit prints nothing. An interrupt
+    returns the Run so far with ``status='interrupted'`` and does not cache it.
     """
     data_sha256 = data_fingerprint(config)
     if not retrain:

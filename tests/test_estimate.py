@@ -1,4 +1,4 @@
-"""The memory predictor (ftlab.estimate) against exact measurement (ftlab.memory).
+"""The memory predictor (ftlab.memory.predict) against exact measurement (ftlab.memory.measure).
 
 Every case loads the model as a run would, takes one measured training step on random
 token ids (labels = inputs, no padding) with the run's optimizer (one step, so its state
@@ -14,11 +14,14 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
+import ftlab
 from ftlab import RunConfig
+from ftlab.config import OPTIMIZERS
 from ftlab.errors import ModelNotFoundError
-from ftlab.estimate import (MODEL_SIZES, Architecture, breakdown, estimate, fits_table, model_architecture,
-                            setup_for)
-from ftlab.memory import MemoryBreakdown, measure_training_step, weight_bytes
+from ftlab.memory import (Architecture, MemoryBreakdown, estimate, measure_training_step, model_architecture, setup_for,
+                          weight_bytes)
+from ftlab.memory.fits import MODEL_SIZES, fits_table
+from ftlab.memory.predict import breakdown
 from ftlab.models import TINY_CONFIG, count_parameters, load_model, resolve_model
 from ftlab.train import training_optimizer
 
@@ -207,9 +210,13 @@ def test_architecture_from_qwen2_config_has_qkv_bias():
     assert arch.qkv_bias and not arch.o_bias and arch.d == 16
 
 
-def test_the_predictor_is_also_reachable_beside_the_measurement():
-    import ftlab.memory
-    from ftlab.memory import estimate as from_memory
-    assert from_memory is ftlab.memory.estimate is estimate
-    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
-        ftlab.memory.nonexistent
+def test_the_predictor_is_reachable_from_the_package_root():
+    assert ftlab.estimate is estimate is ftlab.memory.predict.estimate
+
+
+@pytest.mark.parametrize("optim", OPTIMIZERS)
+def test_every_optimizer_a_config_accepts_is_priced(optim):
+    """One table lists the optimizers RunConfig accepts and prices their state, so none is
+    left without a price; paged ones too (predicting needs no GPU)."""
+    optimizer = estimate(RunConfig(model="tiny", lora_r=0, optim=optim)).optimizer
+    assert optimizer == 0 if optim == "sgd" else optimizer > 0

@@ -3,7 +3,8 @@ import sys
 
 from matplotlib.figure import Figure
 
-from ftlab.plot import show_figures_inline
+from ftlab import Run, RunConfig
+from ftlab.plot import frame_steps, plot_loss_curve, plot_losses, show_figures_inline
 
 SHELL_SCRIPT = """
 from IPython.core.interactiveshell import InteractiveShell
@@ -68,3 +69,21 @@ def test_quantization_plot_draws_the_median_blocks_levels_and_one_point_per_bloc
     assert len(drawn) == len(expected) >= 10
     assert torch.allclose(torch.tensor(drawn), torch.tensor(sorted(expected)))
     assert len(right.collections[0].get_offsets()) == weight.numel() // 64
+
+
+
+def _look(line):
+    """What a reader sees of a line: its legend entry, style and points."""
+    return (line.get_label(), line.get_color(), line.get_alpha(), line.get_linewidth(), line.get_marker(),
+            list(line.get_xdata()), list(line.get_ydata()))
+
+
+def test_a_loss_curve_drawn_alone_looks_like_the_one_plot_losses_draws():
+    run = Run(config=RunConfig(), label="a", history=[{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}],
+              evals=[{"step": 2, "eval_loss": 1.5}])
+    ax = Figure().subplots()
+    frame_steps(ax, "cross-entropy loss", "Loss")
+    plot_loss_curve([1, 2], [2.0, 1.0], "train", "C0", "a train", ax=ax)
+    plot_loss_curve([2], [1.5], "eval", "C0", "a eval", ax=ax)
+    assert [_look(line) for line in ax.get_lines()] == [_look(line) for line in plot_losses([run]).axes[0].get_lines()]
+    assert ax.get_legend() is None and ax.get_xlabel() == "optimizer step" and ax.get_title() == "Loss"

@@ -5,8 +5,15 @@ import ipywidgets
 import pytest
 from transformers import TrainerCallback
 
-from ftlab import ConfigError
-from ftlab.widgets import Dropdown, LogSlider, Playground, Slider, Toggle
+from ftlab import ConfigError, MemoryBreakdown, Run
+from ftlab import sweep as sweep_module
+from ftlab.data import data_fingerprint
+from ftlab.memory import estimate
+from ftlab.sweep import metric_rows
+from ftlab.widgets import PANELS, Dropdown, LogSlider, MemoryPredictor, Playground, Slider, Toggle
+from ftlab.widgets import playground as playground_module
+from ftlab.widgets.memory_predictor import CONTROL_WIDTH
+from ftlab.widgets.playground import TABLE_METRICS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,12 +48,57 @@ def test_set_changes_config_and_default_label(tiny_config, tmp_path):
     assert pg.label == "mine"
 
 
+def png_size(data):
+    """(width, height) from a PNG's header."""
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def assert_static_fallback(bundle, panels):
+    """What a reader without widgets sees (GitHub, nbviewer, untrusted JupyterLab): the
+    widget view for those who have them, the panels as one picture, one line of text."""
+    assert set(bundle) == {"application/vnd.jupyter.widget-view+json", "image/png", "text/plain"}
+    picture = bundle["image/png"]
+    assert picture.startswith(PNG)
+    widths, heights = zip(*(png_size(bytes(image.value)) for image in panels))
+    assert png_size(picture) == (sum(widths), max(heights))  # every panel, side by side
+    text = bundle["text/plain"]
+    assert "\n" not in text and "children=(" not in text
+    return text
+
+
 def test_display_is_headless_safe(tiny_config, tmp_path):
     pg = make(tiny_config, tmp_path)
     assert isinstance(pg.widget, ipywidgets.VBox)
-    bundle = pg._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle and "text/plain" in bundle
-    assert bytes(pg._loss_image.value).startswith(PNG) and bytes(pg._memory_image.value).startswith(PNG)
+    assert list(pg._images) == ["loss", "memory"]  # the default panels
+    assert bytes(pg._images["loss"].value).startswith(PNG) and bytes(pg._images["memory"].value).startswith(PNG)
+    text = assert_static_fallback(pg._repr_mimebundle_(), list(pg._images.values()))
+    assert text == ("Playground 'LR': knobs learning_rate, lr_scheduler_type, gradient_checkpointing; 0 runs")
+    pg.runs.extend([fake_run(tiny_config, "a"), fake_run(tiny_config, "b", i=1)])
+    pg.runs[1].metrics["final_eval_loss"] = 1.2
+    assert repr(pg).endswith("; 2 runs, best final eval loss 1.200 (b)")
+    assert not hasattr(pg, "_ipython_display_")  # it would bypass the bundle and save the bare VBox
+
+
+def test_memory_predictor_display_has_a_static_fallback():
+    m = MemoryPredictor()
+    text = assert_static_fallback(m._repr_mimebundle_(), [m.image])
+    assert text.startswith("MemoryPredictor: smollm2-135m lora, batch 4 x 512 tokens: ") and "GiB predicted" in text
+    m.method.value = "full"
+    assert m._repr_mimebundle_()["text/plain"].startswith("MemoryPredictor: smollm2-135m full")
+
+
+def test_memory_predictor_controls_keep_their_width_whatever_the_summary():
+    # a summary that wraps to two lines must not squeeze the dropdowns (and hide their arrows)
+    m = MemoryPredictor()
+    controls_box, plot_box = m.widget.children
+    assert list(controls_box.children) == m.controls
+    assert controls_box.layout.flex == "0 0 auto"
+    assert plot_box.layout.flex == "1 1 auto" and plot_box.layout.min_width == "0"
+    assert list(plot_box.children) == [m.image, m.summary]
+    for control in m.controls:
+        assert (control.layout.width, control.layout.flex) == (CONTROL_WIDTH, "0 0 auto"), control.description
+        assert control.style.description_width == "150px", control.description
+    assert len({id(control.layout) for control in m.controls}) == len(m.controls)  # no shared Layout to mutate
 
 
 def test_click_trains_live_then_second_click_comes_from_cache(small, tmp_path):
@@ -62,20 +114,23 @@ def test_click_trains_live_then_second_click_comes_from_cache(small, tmp_path):
     assert "trained" in pg.status and "eval loss" in pg.status
     assert not pg.button.disabled
 
-    t0 = time.perf_counter()
+    # the same knobs again: the run is on show already, so no duplicate row or legend entry
     pg.click()
+    assert pg.runs == [run] and pg.status == "already shown: lr=1e-3, cosine" and pg.live_draws == 0
+    assert pg._table.value.count("<tr>") == 2
+    assert len(pg.loss_figure().axes[0].get_lines()) == 2  # train + eval line of the one run
+
+    # a new playground over the same runs folder: the run comes from the cache, instantly
+    again = make(small, tmp_path).set(learning_rate=1e-3, lr_scheduler_type="cosine")
+    t0 = time.perf_counter()
+    cached = again.run(label="again")  # an explicit label wins over the text box
     assert time.perf_counter() - t0 < 1.0
-    assert len(pg.runs) == 2 and pg.live_draws == 0 and "cache" in pg.status
-    rows = pg.table()
-    assert [r["label"] for r in rows] == ["lr=1e-3, cosine", "lr=1e-3, cosine"]
-    assert [r["source"] for r in rows] == ["trained", "cache"]
-    for row in rows:
-        assert row["steps"] == 6 and row["final_eval_loss"] < run.metrics["initial_eval_loss"]
-        assert row["memory_mib"] > 0 and 0 <= row["exact_match"] <= 1 and row["seconds_per_step"] > 0
-    assert pg._table.value.count("<tr>") == 3 and "cached" in pg._table.value
-    assert len(pg.loss_figure().axes[0].get_lines()) == 4  # train + eval line per run
-    # an explicit label wins over the text box
-    assert pg.run(label="again").label == "again"
+    assert cached.label == "again" and again.live_draws == 0 and "cache" in again.status
+    row = again.table()[0]
+    assert (row["label"], row["source"]) == ("again", "cache")
+    assert row["steps"] == 6 and row["final_eval_loss"] < run.metrics["initial_eval_loss"]
+    assert row["memory_mib"] > 0 and 0 <= row["exact_match"] <= 1 and row["seconds_per_step"] > 0
+    assert "cached" in again._table.value
 
 
 def test_unknown_or_duplicate_knob_field_raises(tiny_config, tmp_path):
@@ -138,9 +193,6 @@ def test_interrupted_run_is_kept(small, tmp_path):
 
 
 def test_memory_predictor_updates_with_its_controls():
-    from ftlab.estimate import estimate
-    from ftlab.widgets import MemoryPredictor
-
     m = MemoryPredictor()
     first = m.summary.value
     assert m.predict().total == estimate(m.config(), seq_len=m.seq_len.value).total
@@ -152,3 +204,102 @@ def test_memory_predictor_updates_with_its_controls():
     qlora = m.predict()
     assert qlora.weights < 0.6 * lora.weights  # the 4-bit base (embeddings stay unquantized)
     assert len(m.image.value) > 1000  # a real PNG was drawn
+
+
+def fake_run(config, label, i=0, from_cache=False):
+    """A finished Run without training: the widget's tables and plots are under test."""
+    history = [{"step": s, "loss": 3.0 / (s + i), "learning_rate": 1e-3 * (1 - s / 8), "grad_norm": 1.0 + 0.1 * s,
+                "weight_norm": 10.0 + 0.01 * s * (i + 1)} for s in range(1, 9)]
+    return Run(config=config, history=history, evals=[{"step": 4, "eval_loss": 2.0}, {"step": 8, "eval_loss": 1.5}],
+               metrics={"final_train_loss": 0.4 + i, "final_eval_loss": 1.5, "initial_eval_loss": 3.0, "exact_match": 0.5,
+                        "seconds_per_step": 0.2},
+               memory=MemoryBreakdown(weights=4 << 20, gradients=4 << 20, optimizer=8 << 20, activations=2 << 20),
+               label=label, from_cache=from_cache)
+
+
+def test_panels_draw_history_keys_from_the_runs(tiny_config, tmp_path):
+    pg = make(tiny_config, tmp_path, panels=("loss", "weight_norm", "learning_rate", "grad_norm"))
+    assert list(pg._images) == ["loss", "weight_norm", "learning_rate", "grad_norm"]
+    assert "memory" not in pg._images
+    runs = [fake_run(tiny_config, "a"), fake_run(tiny_config, "b", i=1)]
+    pg.runs.extend(runs)
+    for key in ("weight_norm", "learning_rate", "grad_norm"):
+        lines = pg.figure(key).axes[0].get_lines()
+        assert [list(line.get_ydata()) for line in lines] == [run.series(key)[1] for run in runs], key
+        assert [line.get_label() for line in lines] == ["a", "b"]
+    assert len(pg.figure("loss").axes[0].get_lines()) == 4  # train + eval per run
+
+
+def test_panels_before_any_run_and_unknown_panels(tiny_config, tmp_path):
+    pg = make(tiny_config, tmp_path, panels=PANELS)
+    for name in PANELS:
+        assert bytes(pg._images[name].value).startswith(PNG), name
+        assert pg.figure(name).axes[0].get_legend() is None, name  # no empty legend box, a hint instead
+    with pytest.raises(ValueError, match="weight_nrom"):
+        make(tiny_config, tmp_path, panels=("loss", "weight_nrom"))
+    with pytest.raises(ValueError, match="twice"):
+        make(tiny_config, tmp_path, panels=("loss", "loss"))
+
+
+def test_a_cached_run_is_known_from_the_run_itself(tiny_config, tmp_path):
+    run = fake_run(tiny_config, "a")
+    run.metrics["data_sha256"] = "abc"
+    run.save(tmp_path / f"{run.config_hash}.json")
+    assert "from_cache" not in run.to_dict()
+    cached = Run.cached(tiny_config, tmp_path, "abc")
+    assert cached.from_cache and not run.from_cache and cached == run  # where it came from is not what it is
+    pg = make(tiny_config, tmp_path)
+    pg.runs.extend([run, cached])
+    assert [r["source"] for r in pg.table()] == ["trained", "cache"]
+    assert playground_module.run_summary(cached, 0.01, None)[0].startswith("a: from the run cache in 0.01 s")
+
+
+def test_the_playground_table_and_the_text_table_read_the_same_rows(tiny_config, tmp_path, monkeypatch):
+    runs = [fake_run(tiny_config, "a"), fake_run(tiny_config, "", i=1)]
+    pg = make(tiny_config, tmp_path)
+    pg.runs.extend(runs)
+    expected = metric_rows(runs, TABLE_METRICS)
+    assert [{k: row[k] for k in ("label", *TABLE_METRICS)} for row in pg.table()] == expected
+    assert pg.table()[1]["label"] == runs[1].config_hash  # no label: the hash, as in metric_table
+    calls = []
+
+    def spy(runs, keys):
+        calls.append(list(keys))
+        return metric_rows(runs, keys)
+
+    monkeypatch.setattr(playground_module, "metric_rows", spy)
+    pg.table()
+    monkeypatch.setattr(sweep_module, "metric_rows", spy)
+    sweep_module.metric_table(runs, keys=("final_eval_loss",))
+    assert calls == [list(TABLE_METRICS), ["final_eval_loss"]]
+
+
+def test_the_chapters_runs_are_shown_from_the_start_and_a_press_adds_to_them(small, tmp_path):
+    chapter = [fake_run(small, "chapter base"), fake_run(small.replace(learning_rate=1e-3), "chapter lr", i=1)]
+    chapter[0].metrics["data_sha256"] = data_fingerprint(small)  # as train() records it
+    pg = make(small, tmp_path, runs=chapter)
+    assert pg.runs == chapter and pg.runs is not chapter  # the chapter's list is not appended to
+    assert [r["label"] for r in pg.table()] == ["chapter base", "chapter lr"]
+    assert pg._table.value.count("<tr>") == 3 and pg.status.startswith("ready: 2 runs shown")
+    legend = [t.get_text() for t in pg.figure("loss").axes[0].get_legend().get_texts()]
+    assert legend == ["chapter base train", "chapter base eval", "chapter lr train", "chapter lr eval"]
+    assert bytes(pg._images["loss"].value) == bytes(panels_png(pg, "loss"))  # drawn, not only known
+
+    # the base knobs are the first chapter run's config: on show already, nothing is trained
+    assert pg.run() is chapter[0] and pg.status == "already shown: chapter base" and len(pg.runs) == 2
+    # the second chapter run's config, but it records no data fingerprint (trained on data of
+    # unknown age): a press trains it anew, and the new curve joins the chapter's comparison
+    pg.set(learning_rate=1e-3)
+    pg.click()
+    assert len(pg.runs) == 3 and pg.runs[2].label == "lr=1e-3" and "trained" in pg.status
+    lines = pg.figure("loss").axes[0].get_lines()
+    assert [line.get_label() for line in lines][-2:] == ["lr=1e-3 train", "lr=1e-3 eval"]
+    assert lines[-1].get_color() == "C2"  # the third colour, after the chapter's two
+    pg.click()
+    assert len(pg.runs) == 3 and pg.status == "already shown: lr=1e-3"
+    assert len(pg.figure("loss").axes[0].get_legend().get_texts()) == 6 and pg._table.value.count("<tr>") == 4
+
+
+def panels_png(pg, name):
+    """The PNG the Playground's panel ``name`` shows for its runs now."""
+    return playground_module.png(pg.figure(name))

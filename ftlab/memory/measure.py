@@ -11,37 +11,12 @@ exactly what gradient checkpointing removes. On CUDA the allocator's peak is rec
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import torch
 
-MiB = 1024 ** 2
-
-
-@dataclass
-class MemoryBreakdown:
-    """Bytes per kind of training memory (``cuda_peak`` only on a GPU)."""
-
-    weights: int = 0
-    gradients: int = 0
-    optimizer: int = 0
-    activations: int = 0
-    cuda_peak: int | None = None
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total": self.total}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MemoryBreakdown":
-        return cls(**{k: d[k] for k in ("weights", "gradients", "optimizer", "activations", "cuda_peak") if k in d})
-
-    def mib(self) -> dict[str, float]:
-        return {k: round(v / MiB, 2) for k, v in self.to_dict().items() if v is not None}
+from ..models import count_parameters
+from .breakdown import MemoryBreakdown, MiB
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:
@@ -165,11 +140,13 @@ def measure_training_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]
     return result
 
 
-def __getattr__(name: str) -> Any:
-    """``ftlab.memory.estimate`` is the predictor from :mod:`ftlab.estimate`, so the measured
-    and the predicted breakdown can be reached from one place. Looked up lazily because
-    ``ftlab.estimate`` itself builds on this module's :class:`MemoryBreakdown`."""
-    if name == "estimate":
-        from .estimate import estimate
-        return estimate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def describe_model(model: torch.nn.Module) -> dict[str, object]:
+    """The facts chapter 00 shows about a model: size, shape, dtype, memory of the weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = base.config
+    total, trainable = count_parameters(model)
+    return {"architecture": type(base).__name__, "parameters": total, "trainable_parameters": trainable,
+            "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size, "attention_heads": cfg.num_attention_heads,
+            "kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads), "vocab_size": cfg.vocab_size,
+            "dtype": str(next(base.parameters()).dtype).replace("torch.", ""),
+            "weight_MiB": round(weight_bytes(model) / MiB, 1)}

@@ -1,0 +1,24 @@
+"""Training memory: measured exactly from the tensors, and predicted from a config alone.
+
+A step's memory is a :class:`MemoryBreakdown` (weights, gradients, optimizer state,
+activations). :mod:`~ftlab.memory.measure` reads it off a live model (any device);
+:mod:`~ftlab.memory.predict` computes it before anything is loaded, with the activations
+from the op-by-op walk in :mod:`~ftlab.memory.activations`; :mod:`~ftlab.memory.fits`
+turns predictions into "what fits on which GPU".
+
+Dependency direction: each module here imports only modules before it in the order
+breakdown, measure, architecture, activations, predict, fits; the package sits above
+``ftlab.models`` (predict resolves preset names with it), so ``ftlab.models`` must import
+nothing from ``ftlab.memory``: importing any submodule first runs this file, which imports
+``predict``.
+"""
+from .architecture import Architecture
+from .breakdown import GiB, MemoryBreakdown, MiB
+from .fits import MODEL_SIZES, fits_table, transient_bytes
+from .measure import (ActivationMeter, describe_model, gradient_bytes, measure_training_step, optimizer_state_bytes,
+                      tensor_bytes, weight_bytes)
+from .predict import estimate, model_architecture, setup_for
+
+__all__ = ["MemoryBreakdown", "MiB", "GiB", "tensor_bytes", "weight_bytes", "gradient_bytes", "optimizer_state_bytes",
+           "ActivationMeter", "measure_training_step", "describe_model", "Architecture", "model_architecture", "setup_for", "estimate",
+           "MODEL_SIZES", "fits_table", "transient_bytes"]

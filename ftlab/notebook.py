@@ -1,0 +1,46 @@
+"""How ftlab behaves inside Jupyter: what ``import ftlab`` sets up so saved notebooks read well.
+
+A notebook is read far more often than it runs: on GitHub, in nbviewer, in a JupyterLab
+that does not trust it, or after a workshop teacher ran it headless with papermill. None
+of those can run a widget, so every progress bar a library draws (datasets' ``Map:``,
+transformers' ``Loading weights``) is saved as a frozen ``0%|          | 0/3000`` line
+that says the opposite of what happened. ``import ftlab`` therefore switches those bars
+off inside a Jupyter kernel; ftlab's own training progress is plain printed lines (see
+``train.Recorder``), which read the same live and saved.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import datasets
+import transformers
+
+
+def ipython_shell() -> Any | None:
+    """The running IPython shell, or None outside IPython (without importing IPython)."""
+    if "IPython" not in sys.modules:
+        return None
+    return sys.modules["IPython"].get_ipython()
+
+
+def in_jupyter_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill, nbval), where outputs are saved;
+    False in a script or a terminal IPython, where a live progress bar is still useful."""
+    return getattr(ipython_shell(), "kernel", None) is not None
+
+
+def quiet_libraries() -> None:
+    """Switch off the progress bars and info logging of the libraries ftlab drives.
+
+    ``import ftlab`` calls it inside a Jupyter kernel only (``in_jupyter_kernel``); a
+    script that wants quiet output may call it too. It covers datasets' ``Map:`` and
+    ``Filter:`` bars, and every bar transformers makes through ``transformers.utils.logging.tqdm``:
+    the ``Loading weights`` bar of ``from_pretrained`` (``core_model_loading``) and, as that
+    switch also turns off huggingface_hub's bars, download bars. Logged errors and Python
+    ``warnings`` still show; the libraries' info and warning log lines do not.
+    """
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()

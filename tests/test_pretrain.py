@@ -1,0 +1,58 @@
+"""The tiny-pretrained base: its corpus is exact and disjoint from the fine-tuning data, and
+the base really is pretrained (its step-0 loss on the finance validation split is far below
+a random model's)."""
+import json
+import math
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ftlab import RunConfig, train
+from ftlab.data import SPLITS, data_dir, read_jsonl
+from ftlab.models import resolve_model
+from ftlab.pretrain import corpus
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return "\n".join(corpus())
+
+
+def test_corpus_is_deterministic():
+    assert corpus(50) == corpus(50) and corpus(50, seed=8) != corpus(50)
+
+
+def test_corpus_shares_no_example_with_the_fine_tuning_splits(text):
+    for split in SPLITS:
+        for ex in read_jsonl(data_dir() / "finance" / f"{split}.jsonl", ("prompt", "response")):
+            for line in ex["prompt"].splitlines():
+                assert line not in text, (split, line)
+
+
+def test_corpus_figures_are_exact(text):
+    exchanges = re.findall(r"At ([\d.]+) (\w+) per (\w+), ([\d.]+) \3 came to ([\d.]+) \2\.", text)
+    discounts = re.findall(r"marked ([\d.]+); with (\d+)% off they sold for ([\d.]+)\.", text)
+    assert len(exchanges) > 100 and len(discounts) > 100
+    cent = Decimal("0.01")
+    for rate, _, _, units, result in exchanges:
+        assert (Decimal(units) * Decimal(rate)).quantize(cent, rounding="ROUND_HALF_UP") == Decimal(result)
+    for price, pct, result in discounts:
+        expected = Decimal(price) * (100 - int(pct)) / 100
+        assert expected.quantize(cent, rounding="ROUND_HALF_UP") == Decimal(result)
+
+
+def _step0_loss(model: str) -> float:
+    config = RunConfig(model=model, lora_r=0, max_steps=0, system_prompt="", max_seq_length=256,
+                       eval_size=64, exact_match_size=0)
+    return train(config, save=False, progress=False).metrics["initial_eval_loss"]
+
+
+def test_base_is_pretrained_well_below_a_random_model():
+    uniform = math.log(259)  # 256 bytes + 3 specials
+    pretrained, random_init = _step0_loss("tiny-pretrained"), _step0_loss("tiny")
+    assert pretrained <= 0.6 * uniform, pretrained
+    assert random_init >= 0.9 * uniform, random_init
+    report = json.loads((Path(resolve_model("tiny-pretrained")) / "pretrain.json").read_text())
+    assert report["final_loss"] < report["first_loss"] / 3 and report["steps"] >= 100
