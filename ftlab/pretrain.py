@@ -12,6 +12,9 @@ writes itself:
   ``decimal``. It is never in question/answer form, it uses its own company and item
   names, and its own seed, so it shares no example with the fine-tuning splits (a test
   checks that no fine-tuning prompt or invoice line appears in it);
+* every other document is a two-turn chat transcript in ChatML (two sentences of prose,
+  not a question and its answer), so the base knows the turn tokens, as a chat-pretrained
+  model does;
 * documents are joined with the end-of-text token and cut into rows of
   ``SEQ_LEN`` bytes, as pretraining usually packs text;
 * the loop is plain PyTorch (AdamW, warmup then cosine), seeded, so every machine builds
@@ -37,7 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 SEED = 7
 SEQ_LEN = 128
 BATCH = 16
-STEPS = 500
+STEPS = 300
 LEARNING_RATE = 3e-3
 WARMUP = 40
 DOCUMENTS = 12000
@@ -114,18 +117,36 @@ def _iso(rng: random.Random) -> str:
 _KINDS: tuple[Callable[[random.Random], str], ...] = (_ledger, _exchange, _discount, _interest, _price_move, _iso)
 
 
-def corpus(documents: int = DOCUMENTS, seed: int = SEED) -> list[str]:
-    """The pretraining documents: one to three sentences of money prose each."""
+def corpus(documents: int = DOCUMENTS, seed: int = SEED) -> list[str | list[dict[str, str]]]:
+    """The pretraining documents: one to three sentences of money prose each.
+
+    Every other document is a two-turn chat transcript (one speaker's sentence, then the
+    other's), as chat models see in pretraining: the base learns what the ChatML turn
+    tokens mean, never a question followed by its answer.
+    """
     rng = random.Random(seed)
-    return [" ".join(rng.choice(_KINDS)(rng) for _ in range(rng.randint(1, 3))) for _ in range(documents)]
+    docs: list[str | list[dict[str, str]]] = []
+    for i in range(documents):
+        sentences = [rng.choice(_KINDS)(rng) for _ in range(rng.randint(1, 3) if i % 2 else 2)]
+        if i % 2:
+            docs.append(" ".join(sentences))
+        else:
+            docs.append([{"role": "user", "content": sentences[0]}, {"role": "assistant", "content": sentences[1]}])
+    return docs
 
 
-def packed_rows(texts: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: int = SEQ_LEN) -> torch.Tensor:
+def document_text(doc: str | list[dict[str, str]], tokenizer: PreTrainedTokenizerBase) -> str:
+    """A document as the text the model reads: prose as is, a chat through the chat template."""
+    return doc if isinstance(doc, str) else tokenizer.apply_chat_template(doc, tokenize=False)
+
+
+def packed_rows(docs: list[str | list[dict[str, str]]], tokenizer: PreTrainedTokenizerBase,
+                seq_len: int = SEQ_LEN) -> torch.Tensor:
     """All documents as one token stream, each followed by the end-of-text token, cut into
     rows of ``seq_len`` (the tail that does not fill a row is dropped)."""
     stream: list[int] = []
-    for text in texts:
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+    for doc in docs:
+        stream.extend(tokenizer(document_text(doc, tokenizer), add_special_tokens=False)["input_ids"])
         stream.append(tokenizer.eos_token_id)
     rows = len(stream) // seq_len
     return torch.tensor(stream[: rows * seq_len]).view(rows, seq_len)

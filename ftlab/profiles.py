@@ -68,27 +68,32 @@ def base_config(profile: str | None = None, **overrides: Any) -> RunConfig:
     return RunConfig(**{**workload(profile).fields(), **overrides})
 
 
-KNOB_STEPS = {"ci": 6, "cpu": 150, "gpu": 400}
-"""Steps per run in the knob chapters (02-05), which compare four or five runs each."""
+KNOB_STEPS = {"ci": 6, "cpu": 100, "gpu": 400}
+"""Steps per run in the knob chapters (02-05), which compare four to seven runs each."""
+
+KNOB_SEEDS = {"ci": (42, 43), "cpu": (42, 43), "gpu": (42, 43, 44)}
+"""Seeds of the baseline repeated in every knob chapter: its spread is the noise a knob's
+effect is read against."""
 
 
 def knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:
-    """The base run of the knob chapters.
+    """The base run of the knob chapters: a fine-tune of pretrained weights on every profile.
 
-    On the ``ci`` and ``cpu`` profiles it is a full fine-tune of the ``tiny`` model (about
-    0.2 s a step on two cores, so five runs fit in a few minutes and each knob's effect on
-    the loss is visible); on ``gpu`` it is LoRA on the real SmolLM2-135M. The tiny model
-    starts from random weights and reads bytes, so it learns the answer format and some
-    digits but scores ~0 exact match: these chapters judge runs by loss, not exact match.
+    On the ``ci`` and ``cpu`` profiles it is a full fine-tune of ``tiny-pretrained``, the
+    1.5M-parameter byte-level Llama that :mod:`ftlab.pretrain` pretrains on money prose
+    (about 0.2 s a step on two cores, so five runs and a second seed fit in a few minutes);
+    on ``gpu`` it is LoRA on the real SmolLM2-135M. The tiny base reads bytes and knows the
+    domain but not the task, so it learns the answer format and some digits and scores
+    near 0 exact match: these chapters judge runs by loss, not exact match.
     """
     name = profile or profile_name()
     w = workload(name)
     if name == "gpu":
         base = dict(model="smollm2-135m", lora_r=16, lora_alpha=32, learning_rate=1e-3)
     else:
-        base = dict(model="tiny", lora_r=0, learning_rate=3e-3, system_prompt="", max_seq_length=256,
+        base = dict(model="tiny-pretrained", lora_r=0, learning_rate=1e-3, system_prompt="", max_seq_length=256,
                     per_device_train_batch_size=8, exact_match_size=0)
-    sizes = dict(max_steps=KNOB_STEPS[name], eval_steps=max(1, KNOB_STEPS[name] // 6), eval_size=w.eval_size,
+    sizes = dict(max_steps=KNOB_STEPS[name], eval_steps=max(1, KNOB_STEPS[name] // 5), eval_size=w.eval_size,
                  per_device_train_batch_size=w.per_device_train_batch_size, exact_match_size=w.exact_match_size,
                  max_seq_length=w.max_seq_length)
     return RunConfig(**{**sizes, **base, **overrides})

@@ -57,3 +57,37 @@ def metric_table(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> str:
         cells = [f"{row[k]:{w}.4f}" if isinstance(row[k], float) else f"{str(row[k]):>{w}s}" for k, w in zip(keys, widths)]
         lines.append(f"{row['label'][:28]:28s}" + "".join(cells))
     return "\n".join(lines)
+
+
+def seed_runs(base: RunConfig, seeds: Sequence[int] = (42, 43), *, label: str = "baseline",
+              retrain: bool = False, runs_dir: str | Path | None = None, progress: bool = True) -> list[Run]:
+    """The same run under several seeds (data order, LoRA initialisation, dropout): how far
+    apart they end is the noise every knob's effect must be read against."""
+    return [train(base.replace(seed=s), label=f"{label}, seed {s}", retrain=retrain, runs_dir=runs_dir,
+                  progress=progress) for s in seeds]
+
+
+def seed_spread(runs: Sequence[Run], key: str = "final_eval_loss") -> float:
+    """Largest minus smallest ``key`` over runs that differ only in their seed."""
+    values = [run.metrics[key] for run in runs]
+    return max(values) - min(values)
+
+
+def versus_noise(difference: float, spread: float) -> str:
+    """A difference between two runs, said next to the seed spread: "effect" only when it is
+    larger than what changing the seed alone does, otherwise "noise"."""
+    verdict = "larger than the seed spread: an effect" if abs(difference) > spread else "inside the seed spread: noise"
+    return f"{difference:+.3f} (seed spread {spread:.3f}; {verdict})"
+
+
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations")
+
+
+def memory_cost(runs: Sequence[Run]) -> dict[str, int]:
+    """For each part of the measured training memory, the largest minus the smallest bytes
+    over ``runs``: what changing the knob between them costs in memory (0 = nothing)."""
+    measured = [run.memory for run in runs if run.memory is not None]
+    if len(measured) < 2:
+        raise ValueError("memory_cost needs at least two runs with a measured memory breakdown")
+    return {part: max(getattr(m, part) for m in measured) - min(getattr(m, part) for m in measured)
+            for part in MEMORY_PARTS}
