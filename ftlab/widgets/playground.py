@@ -201,7 +201,7 @@ class Playground:
             control.observe(self._knobs_changed)
         self._knobs_changed()
         self._refresh()
-        shown = f"{len(self.runs)} runs shown; " if self.runs else ""
+        shown = f"{len(self.runs)} run{'' if len(self.runs) == 1 else 's'} shown; " if self.runs else ""
         self._set_status(f"ready: {shown}set the knobs and press Run", "info")
 
     def _build_widgets(self, style: dict[str, str]) -> None:
@@ -282,7 +282,8 @@ class Playground:
 
     # --- running ------------------------------------------------------------------------
     def run(self, label: str | None = None) -> Run:
-        """Train the current config (or fetch it from the run cache) and add it to ``runs``.
+        """Train the current config (or fetch it from the run cache) and add it to ``runs``;
+        a config already on show (``shown_run``) is not added again: that run is returned.
 
         Errors are shown in the status line and re-raised, so a headless notebook fails
         loudly. An interrupted run is kept in ``runs`` with status 'interrupted'.

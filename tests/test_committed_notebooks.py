@@ -1,0 +1,220 @@
+"""Committed notebooks read well before anything runs (GitHub, nbviewer, untrusted JupyterLab).
+
+Those readers see the saved outputs only: no widget can run there, so a library's progress
+bar is saved as its first frame (``Map:   0%|          | 0/3000``), a widget without a
+static fallback as ipywidgets' ``VBox(children=(...`` repr, and a cell that failed as a
+traceback. ``problems`` names each such output; the test over ``notebooks/`` fails on any.
+The last tests check what ftlab itself writes into a notebook: a real kernel running a
+small notebook saves none of it, and training prints two plain lines.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from ftlab import Run, RunConfig
+from ftlab.train import Recorder
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+PROGRESS_BAR = re.compile(r"\d+%\||\w+/s\]")
+"""tqdm's marks: ``42%|`` and the rate in brackets (``3.1it/s]``, ``? examples/s]``)."""
+
+
+def _text(value: str | list[str]) -> str:
+    """nbformat stores multi-line text as a string or a list of lines."""
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _output_problems(output: dict[str, Any]) -> list[str]:
+    kind = output.get("output_type")
+    if kind == "error":
+        return [f"error output: {output.get('ename')}: {output.get('evalue')}"]
+    if kind == "stream":
+        text = _text(output.get("text", ""))
+        found = []
+        if output.get("name") == "stderr" and "Traceback" in text:
+            found.append("traceback on stderr")
+        if "\r" in text:
+            found.append("carriage return in a stream (a redrawn progress line)")
+        found += [f"progress bar: {line.strip()[:80]!r}" for line in text.splitlines() if PROGRESS_BAR.search(line)]
+        return found
+    data = output.get("data", {})
+    plain = _text(data.get("text/plain", ""))
+    if PROGRESS_BAR.search(plain):
+        return [f"progress bar: {plain.strip()[:80]!r}"]
+    if "children=(" in plain and "image/png" not in data:
+        return [f"widget without a static picture: {plain.strip()[:80]!r}"]
+    return []
+
+
+def problems(nb: dict[str, Any]) -> list[str]:
+    """What a reader of the saved notebook ``nb`` (its JSON) would see go wrong, one line each
+    ('cell 4: progress bar: ...'), counting code cells from 0 as they stand in the file."""
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        found += [f"cell {i}: {problem}" for output in cell.get("outputs", []) for problem in _output_problems(output)]
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_notebook_outputs_read_well(path: Path) -> None:
+    found = problems(json.loads(path.read_text(encoding="utf-8")))
+    assert not found, f"{path.name}: {len(found)} outputs a reader should not see:\n" + "\n".join(found)
+
+
+def test_there_are_notebooks_to_check() -> None:
+    assert len(NOTEBOOKS) >= 7
+
+
+def _notebook(*outputs: dict[str, Any]) -> dict[str, Any]:
+    return {"cells": [{"cell_type": "markdown", "source": "Map: 0%| in prose is fine"},
+                      {"cell_type": "code", "source": "", "outputs": list(outputs)}]}
+
+
+def _stream(text: str, name: str = "stdout") -> dict[str, Any]:
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def _display(data: dict[str, Any]) -> dict[str, Any]:
+    return {"output_type": "display_data", "data": data, "metadata": {}}
+
+
+GOOD = _notebook(
+    _stream(["LoRA r=8: training 80 steps\n", "LoRA r=8: 80 steps in 284.1 s · last train loss 0.766\n"]),
+    _stream("warnings.warn(\n", name="stderr"),
+    _display({"application/vnd.jupyter.widget-view+json": {"model_id": "x"}, "image/png": "iVBORw0KGgo=",
+              "text/plain": "Playground 'LR': knobs learning_rate; 2 runs"}),
+    _display({"application/vnd.jupyter.widget-view+json": {"model_id": "y"}, "image/png": "iVBORw0KGgo=",
+              "text/plain": "HBox(children=(VBox(children=(Dropdown(…"}),  # has its picture
+    {"output_type": "execute_result", "execution_count": 3, "metadata": {},
+     "data": {"text/plain": "In 80 steps (284 s, 101 tokens/s) exact match rose 0% -> 23%"}},
+)
+
+BAD = [
+    (_display({"application/vnd.jupyter.widget-view+json": {"model_id": "z"},
+               "text/plain": "Map:   0%|          | 0/3000 [00:00<?, ? examples/s]"}), "progress bar"),
+    (_display({"text/plain": "Loading weights: 100%|##########| 272/272 [00:01<00:00, 180.2it/s]"}), "progress bar"),
+    (_stream("λ=0.1:  40%|████      | 120/300 [00:30<00:45,  4.01step/s]\n", name="stderr"), "progress bar"),
+    (_stream("step 1/80\rstep 2/80\r", name="stdout"), "carriage return"),
+    (_display({"application/vnd.jupyter.widget-view+json": {"model_id": "w"},
+               "text/plain": "VBox(children=(HTML(value='<h3>LR</h3>'), VBox(children=(FloatLogSlider(…"}),
+     "widget without a static picture"),
+    ({"output_type": "error", "ename": "ConfigError", "evalue": "learning_rate=5", "traceback": []}, "error output"),
+    (_stream("Traceback (most recent call last):\n  File ...\nValueError: x\n", name="stderr"), "traceback on stderr"),
+]
+
+
+def test_a_clean_notebook_has_no_problems() -> None:
+    assert problems(GOOD) == []
+
+
+@pytest.mark.parametrize("output, expected", BAD, ids=[expected for _, expected in BAD])
+def test_each_kind_of_debris_is_named_with_its_cell(output: dict[str, Any], expected: str) -> None:
+    found = problems(_notebook(output))
+    assert len(found) == 1 and found[0].startswith(f"cell 1: {expected}"), found
+
+
+def test_every_debris_line_of_a_stream_counts() -> None:
+    bar = "Map:   0%|          | 0/300 [00:00<?, ? examples/s]\n"
+    assert len(problems(_notebook(_stream(bar * 3, name="stderr")))) == 3
+
+
+# --- what ftlab writes into a notebook ---------------------------------------------------------
+
+KERNEL_CELLS = [
+    "import ftlab\n"
+    "from ftlab.widgets import MemoryPredictor\n"
+    "config = ftlab.RunConfig(model='tiny', lora_r=0, system_prompt='', max_seq_length=384, train_size=64,\n"
+    "                         max_steps=2, eval_steps=2, eval_size=8, exact_match_size=0, per_device_train_batch_size=4)\n"
+    "model, tokenizer = ftlab.load_model(config)\n"
+    "data = ftlab.load_data(config, tokenizer)\n"
+    "len(data.train)",
+    "run = ftlab.train(config, runs_dir={runs!r}, label='quiet')",
+    "MemoryPredictor()",
+]
+
+
+def test_a_kernel_saves_no_progress_bars_and_two_lines_per_training_run(tmp_path: Path) -> None:
+    # the real path: a Jupyter kernel, where datasets' Map and transformers' Loading weights
+    # would each save a frozen widget bar unless `import ftlab` switched them off
+    cells = [nbformat.v4.new_code_cell(source.format(runs=str(tmp_path / "runs"))) for source in KERNEL_CELLS]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    NotebookClient(nb, kernel_name="python3", timeout=300).execute()
+    saved = json.loads(nbformat.writes(nb))
+    assert problems(saved) == []
+    assert "%|" not in nbformat.writes(nb)
+    load, train, predictor = (cell["outputs"] for cell in saved["cells"])
+    assert [o["output_type"] for o in load] == ["execute_result"], load  # the row count, nothing else
+    printed = "".join(_text(o["text"]) for o in train if o["output_type"] == "stream" and o["name"] == "stdout")
+    start, end = printed.splitlines()
+    assert start == "quiet: training 2 steps"
+    assert re.fullmatch(r"quiet: 2 steps in \d+\.\d s · last train loss \d+\.\d{3} · eval loss \d+\.\d{3} at step 2",
+                        end), end
+    [shown] = predictor
+    assert {"application/vnd.jupyter.widget-view+json", "image/png", "text/plain"} <= set(shown["data"])
+    assert base64.b64decode(shown["data"]["image/png"]).startswith(b"\x89PNG\r\n\x1a\n")  # saved as a picture
+    assert _text(shown["data"]["text/plain"]).startswith("MemoryPredictor: smollm2-135m lora")
+
+
+QUIET_CHECK = "import datasets, transformers; print(datasets.is_progress_bar_enabled(), " \
+              "transformers.utils.logging.is_progress_bar_enabled(), transformers.utils.logging.get_verbosity())"
+
+
+@pytest.mark.parametrize("setup", ["import ftlab",
+                                   "from IPython.core.interactiveshell import InteractiveShell\n"
+                                   "InteractiveShell.instance()\nimport ftlab"], ids=["script", "terminal IPython"])
+def test_outside_a_kernel_import_ftlab_leaves_the_libraries_as_they_were(setup: str) -> None:
+    # a script or a terminal keeps its live bars and the libraries' default logging
+    before = subprocess.run([sys.executable, "-c", QUIET_CHECK], capture_output=True, text=True, check=True).stdout
+    after = subprocess.run([sys.executable, "-c", f"{setup}\n{QUIET_CHECK}"], capture_output=True, text=True,
+                           check=True).stdout
+    assert after == before and before.split()[:2] == ["True", "True"], (before, after)
+
+
+def _recorded(progress: bool = True, ends: bool = True, status: str = "completed") -> Recorder:
+    """A Recorder driven through three of five steps as the Trainer would, without training."""
+    recorder = Recorder(Run(config=RunConfig(), label="demo"), progress)
+    recorder.on_train_begin(None, SimpleNamespace(max_steps=5), None)
+    for step in (1, 2, 3):
+        recorder.on_step_begin(None, SimpleNamespace(global_step=step - 1), None)
+        recorder.on_step_end(None, SimpleNamespace(global_step=step), None)
+        recorder.on_log(None, SimpleNamespace(global_step=step), None, logs={"loss": 1.0 / step})
+    recorder.on_log(None, SimpleNamespace(global_step=3), None, logs={"eval_loss": 0.5})
+    if ends:
+        recorder.on_train_end(None, SimpleNamespace(global_step=3), None)
+    recorder.run.status = status
+    return recorder
+
+
+@pytest.mark.parametrize("ends, status, end", [
+    (True, "completed", r"demo: 3 steps in \d+\.\d s"),
+    (False, "interrupted", r"demo: interrupted after 3 of 5 steps \(\d+\.\d s\)"),
+    (False, "completed", r"demo: stopped after 3 of 5 steps \(\d+\.\d s\)"),  # an error on its way up
+], ids=["finished", "interrupted", "failed"])
+def test_training_progress_is_a_start_line_and_an_end_line(capsys, ends: bool, status: str, end: str) -> None:
+    recorder = _recorded(ends=ends, status=status)
+    recorder.close()
+    recorder.close()  # reported once
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    assert out.splitlines()[0] == "demo: training 5 steps"
+    assert re.fullmatch(end + r" · last train loss 0\.333 · eval loss 0\.500 at step 3", out.splitlines()[1])
+    assert len(out.splitlines()) == 2
+
+
+def test_no_progress_prints_nothing(capsys) -> None:
+    _recorded(progress=False).close()
+    assert capsys.readouterr().out == ""
