@@ -11,6 +11,7 @@ off inside a Jupyter kernel; ftlab's own training progress is plain printed line
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import datasets
@@ -38,9 +39,13 @@ def quiet_libraries() -> None:
     ``Filter:`` bars, and every bar transformers makes through ``transformers.utils.logging.tqdm``:
     the ``Loading weights`` bar of ``from_pretrained`` (``core_model_loading``) and, as that
     switch also turns off huggingface_hub's bars, download bars. Logged errors and Python
-    ``warnings`` still show; the libraries' info and warning log lines do not.
+    ``warnings`` still show, but one: peft reads transformers' deprecated
+    ``is_gradient_checkpointing`` property whenever LoRA is added, a warning between two
+    libraries that a learner can do nothing about. The libraries' info and warning log
+    lines do not show.
     """
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -6,7 +6,9 @@ notebook can show every step on a small tensor instead of treating
 ``bitsandbytes`` as a black box.  The implementation is deliberately written to
 be *bit-exact* with ``bitsandbytes.functional.quantize_4bit(quant_type="nf4")``
 and ``dequantize_4bit`` on CPU (checked by ``tests/test_quant.py``), so any
-plot made with it describes exactly what a QLoRA run stores.
+plot made with it describes exactly what a QLoRA run stores.  It is longer than
+ftlab's other modules because it is a lesson: every bit-exactness detail below is
+spelled out where it happens, to be read beside chapter 06.
 
 The recipe, in one paragraph
 ----------------------------

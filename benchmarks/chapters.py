@@ -1,0 +1,75 @@
+"""Minutes per chapter: execute every notebook with papermill in one profile, from an empty
+run cache, and record how long each took.
+
+    python benchmarks/chapters.py                 # cpu profile, executed copies in out/chapters/
+    python benchmarks/chapters.py --in-place      # re-execute the committed notebooks themselves
+    python benchmarks/chapters.py --chapters 02 03
+
+Each chapter gets a fresh, empty run cache (so no chapter is timed on another's runs);
+converted models and the pretrained tiny base stay in the usual cache, since they are
+built once per machine (their build time is reported by chapter 00). Writes
+``benchmarks/results/chapters_<profile>.json``; the README in this folder records the
+table. A benchmark, not a test: the budget is five minutes a chapter on the `cpu`
+profile, two cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import papermill
+
+from ftlab.storage import write_json_atomic
+from ftlab.train import environment
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def run_chapter(notebook: Path, output: Path, profile: str) -> float:
+    """Execute one chapter with an empty run cache; return its wall-clock seconds."""
+    with tempfile.TemporaryDirectory(prefix="ftlab-runs-") as runs:
+        env = {"FTLAB_PROFILE": profile, "FTLAB_RUNS": runs}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            started = time.perf_counter()
+            papermill.execute_notebook(str(notebook), str(output), parameters={"PROFILE": profile}, kernel_name="python3",
+                                       cwd=str(NOTEBOOKS), progress_bar=False)
+            return time.perf_counter() - started
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", choices=("ci", "cpu", "gpu"))
+    parser.add_argument("--chapters", nargs="*", help="two-digit chapter numbers (default: all)")
+    parser.add_argument("--in-place", action="store_true", help="overwrite the committed notebooks with the executed ones")
+    args = parser.parse_args()
+    chapters = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if not args.chapters or p.name[:2] in args.chapters)
+    out = ROOT / "out" / "chapters"
+    out.mkdir(parents=True, exist_ok=True)
+    result_path = ROOT / "benchmarks" / "results" / f"chapters_{args.profile}.json"
+    # a run over some chapters updates their rows and keeps the others'
+    minutes: dict[str, float] = json.loads(result_path.read_text())["minutes"] if result_path.is_file() else {}
+    for notebook in chapters:
+        target = notebook if args.in_place else out / notebook.name
+        seconds = run_chapter(notebook, target, args.profile)
+        minutes[notebook.stem] = round(seconds / 60, 2)
+        print(f"{notebook.stem:50s} {minutes[notebook.stem]:5.2f} min", flush=True)
+    write_json_atomic(result_path, {"profile": args.profile, "minutes": dict(sorted(minutes.items())), "budget_minutes": 5,
+                                    "run_cache": "empty per chapter", "env": environment()})
+    print(f"written: {result_path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
