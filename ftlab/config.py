@@ -8,17 +8,22 @@ run is found again in the run cache instead of being retrained.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import hashlib
+import inspect
 import json
 import math
 from numbers import Real
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import SchedulerType
+import torch
+from transformers import SchedulerType, get_scheduler
+from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
 from transformers.training_args import OptimizerNames
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigFileError
 from .optimizers import OPTIMIZER_TABLE
 
 SCHEDULER_TYPES: tuple[str, ...] = tuple(s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau")
@@ -33,6 +38,18 @@ GPU_ONLY_OPTIMIZERS: frozenset[str] = frozenset(name for name, spec in OPTIMIZER
 
 DEFAULT_SYSTEM_PROMPT = "You are a careful financial assistant. Reply with the final answer only."
 
+BYTE_LEVEL_PRESETS: tuple[str, ...] = ("tiny", "tiny-pretrained")
+"""Presets whose tokenizer reads bytes: one token per byte, so a text is 3-4x as many tokens."""
+DEFAULT_MAX_SEQ_LENGTH = 128
+"""``max_seq_length`` left unset, for SmolLM2 and any hub or local model: the finance examples
+with the default system prompt are 40-70 SmolLM2 tokens."""
+BYTE_LEVEL_MAX_SEQ_LENGTH = 384
+"""``max_seq_length`` left unset, for the byte-level presets: the same finance examples are
+146-262 bytes with the default system prompt, so 128 would drop every one of them."""
+
+_SCHEDULER_FILLED = frozenset({"optimizer", "num_warmup_steps", "num_training_steps", "last_epoch"})
+"""Arguments of a schedule function that ``get_scheduler`` (and so Trainer) fills in itself."""
+
 assert set(OPTIMIZERS) <= {o.value for o in OptimizerNames}
 
 
@@ -45,10 +62,19 @@ def _require(ok: bool, name: str, value: object, expected: str) -> None:
 class RunConfig:
     """One experiment: model, data, optimisation and memory knobs, plus evaluation sizes.
 
-    Construct it with keyword arguments; a value outside its range raises ConfigError
+    Construct it with keyword arguments; a value outside its range, or a name that is not
+    a field (``lerning_rate``: the message suggests ``learning_rate``), raises ConfigError
     naming the field, the value and what is allowed, before any model is loaded.
     ``dataclasses.replace(cfg, learning_rate=1e-3)`` (or ``cfg.replace(...)``) makes a
     variant and validates it again.
+
+    ``max_seq_length`` left unset (``None``) means the model's own default, so every preset
+    trains as it is: 128 tokens for SmolLM2 and any hub or local model, 384 for the
+    byte-level presets ``tiny`` and ``tiny-pretrained``, whose tokens are single bytes (the
+    finance examples with the default system prompt are 146-262 bytes: at 128 not one
+    would fit). The config then holds the number (its JSON and hash never say ``None``),
+    and ``cfg.replace(model=...)`` picks the new model's default again unless a length was
+    given. A length you set is always kept.
     """
 
     # model
@@ -69,7 +95,9 @@ class RunConfig:
     prompt_field: str = "prompt"
     response_field: str = "response"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    max_seq_length: int = 128
+    max_seq_length: int | None = None
+    """Tokens per example (longer examples are cut, ones whose prompt alone is longer are
+    dropped); None: the model's default (see the class docstring)."""
     packing: bool = False
     train_size: int = 0
     """Use only the first N training examples (0 = all): makes multi-epoch overfitting visible."""
@@ -104,9 +132,19 @@ class RunConfig:
     max_new_tokens: int = 16
 
     def __post_init__(self) -> None:
-        # tuples keep the config hashable and JSON-stable even when given lists
-        object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
+        # tuples keep the config hashable and JSON-stable even when given lists; one module
+        # name given as a string is a list of one (not a tuple of its characters)
+        targets = self.lora_target_modules
+        _require(isinstance(targets, (str, list, tuple)), "lora_target_modules", targets,
+                 "a list of module names such as ['q_proj', 'v_proj'], or 'all-linear'")
+        object.__setattr__(self, "lora_target_modules", (targets,) if isinstance(targets, str) else tuple(targets))
+        _require(isinstance(self.lr_scheduler_kwargs, dict), "lr_scheduler_kwargs", self.lr_scheduler_kwargs,
+                 "a dict of keyword arguments for the scheduler, e.g. {'min_lr_rate': 0.1}; {} for none")
         object.__setattr__(self, "lr_scheduler_kwargs", dict(self.lr_scheduler_kwargs))
+        # not a field: whether max_seq_length follows the model (replace(model=...) keeps it following)
+        object.__setattr__(self, "_seq_from_model", self.max_seq_length is None)
+        if self.max_seq_length is None and isinstance(self.model, str):
+            object.__setattr__(self, "max_seq_length", default_max_seq_length(self.model))
         self._validate()
         self._normalize()
 
@@ -140,6 +178,13 @@ class RunConfig:
         r(is_finite_number(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "a float in [0, 1)")
         r(isinstance(self.dataset, str) and self.dataset.strip() != "", "dataset", self.dataset,
           "'finance' (shipped), a .jsonl/.json/.csv file or a datasets name")
+        for name in ("prompt_field", "response_field"):
+            r(isinstance(getattr(self, name), str) and getattr(self, name).strip() != "", name, getattr(self, name),
+              "the name of a column of the data set, e.g. 'prompt' / 'response'")
+        r(isinstance(self.system_prompt, str), "system_prompt", self.system_prompt, "a string; '' for no system turn")
+        for name in ("load_in_4bit", "load_in_8bit", "bnb_4bit_use_double_quant", "packing", "gradient_checkpointing",
+                     "bf16", "fp16"):
+            r(isinstance(getattr(self, name), bool), name, getattr(self, name), "True or False")
         r(_is_int(self.max_seq_length) and 16 <= self.max_seq_length <= 32768, "max_seq_length", self.max_seq_length, "an int in [16, 32768]")
         r(_is_int(self.train_size) and self.train_size >= 0, "train_size", self.train_size, "an int >= 0 (0 = the whole split)")
         r(is_finite_number(self.learning_rate) and 0 < self.learning_rate < 1, "learning_rate", self.learning_rate,
@@ -171,6 +216,7 @@ class RunConfig:
         r(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "an int >= 1")
         r(isinstance(self.lr_scheduler_kwargs, dict) and all(isinstance(k, str) for k in self.lr_scheduler_kwargs),
           "lr_scheduler_kwargs", self.lr_scheduler_kwargs, "a dict of keyword arguments for the scheduler, e.g. {'min_lr_rate': 0.1}")
+        _check_scheduler_kwargs(self)
 
     # --- derived values -------------------------------------------------------------
     @property
@@ -190,8 +236,13 @@ class RunConfig:
 
     # --- serialization ----------------------------------------------------------------
     def replace(self, **changes: Any) -> "RunConfig":
-        """A validated copy with some fields changed (unknown names raise ConfigError)."""
+        """A validated copy with some fields changed (unknown names raise ConfigError).
+
+        A config whose ``max_seq_length`` was left to the model picks the new model's
+        default when ``model`` changes (``dataclasses.replace`` keeps the old number)."""
         _check_names(changes)
+        if "model" in changes and "max_seq_length" not in changes and getattr(self, "_seq_from_model", False):
+            changes["max_seq_length"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,12 +255,25 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ConfigFileError(f"a RunConfig needs a JSON object of fields like {{\"model\": \"tiny\", "
+                                  f"\"learning_rate\": 0.001}}, got a {type(data).__name__}")
+        if "config" in data and "history" in data:
+            raise ConfigFileError("this is a saved Run, not a RunConfig: its config is under the key 'config' "
+                                  "(RunConfig.from_dict(run['config']), or Run.load(path).config)")
         _check_names(data)
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, source: str = "RunConfig JSON") -> "RunConfig":
+        """The config of ``to_json`` text; ``source`` (a file name) is named in errors."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigFileError(f"{source}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}; "
+                                  f"fix the text there (a missing comma or quote, a trailing comma, a comment?) or "
+                                  f"write it with RunConfig(...).to_json()") from None
+        return cls.from_dict(data)
 
     def hash(self) -> str:
         """A short content hash: equal configs give equal hashes across sessions and machines."""
@@ -217,13 +281,86 @@ class RunConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def default_max_seq_length(model: str) -> int:
+    """The ``max_seq_length`` a config gets when none is given (see :class:`RunConfig`)."""
+    return BYTE_LEVEL_MAX_SEQ_LENGTH if model in BYTE_LEVEL_PRESETS else DEFAULT_MAX_SEQ_LENGTH
+
+
+_TRAINING_ARGUMENT_NAMES = {"warmup_ratio": "warmup_steps", "num_train_epochs": "max_steps", "lr": "learning_rate",
+                            "batch_size": "per_device_train_batch_size", "scheduler": "lr_scheduler_type",
+                            "optimizer": "optim", "gradient_clipping": "max_grad_norm", "max_length": "max_seq_length"}
+"""Names a learner brings from elsewhere, and the RunConfig field that holds the setting."""
+
+
 def _check_names(data: dict[str, Any]) -> None:
-    known = {f.name for f in dataclasses.fields(RunConfig)}
+    known = [f.name for f in dataclasses.fields(RunConfig)]
     for name in data:
         if name not in known:
-            close = [k for k in known if k.split("_")[0] == name.split("_")[0]]
-            hint = f"; did you mean {', '.join(sorted(close))}?" if close else ""
-            raise ConfigError(name, data[name], f"RunConfig has no field '{name}'{hint}")
+            text = str(name)
+            close = difflib.get_close_matches(text, known, n=3, cutoff=0.6)
+            close += sorted(k for k in known if k.split("_")[0] == text.split("_")[0] and k not in close)
+            if text in _TRAINING_ARGUMENT_NAMES and _TRAINING_ARGUMENT_NAMES[text] not in close:
+                close.insert(0, _TRAINING_ARGUMENT_NAMES[text])
+            hint = f"; did you mean {', '.join(close)}?" if close else "; RunConfig's fields are listed by help(RunConfig)"
+            raise ConfigError(text, data[name], f"RunConfig has no field '{text}'{hint}")
+
+
+def _checked_init(init: Any) -> Any:
+    """The dataclass ``__init__`` with unknown keyword names refused by :func:`_check_names`
+    (a typo otherwise raises a bare TypeError); ``dataclasses.replace`` goes through it too."""
+
+    @functools.wraps(init)
+    def __init__(self: RunConfig, *args: Any, **kwargs: Any) -> None:
+        _check_names(kwargs)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+RunConfig.__init__ = _checked_init(RunConfig.__init__)  # type: ignore[method-assign]
+
+
+def scheduler_arguments(name: str) -> tuple[set[str] | None, set[str]]:
+    """(accepted, required) ``lr_scheduler_kwargs`` keys of a scheduler, read from the
+    signature of its schedule function; accepted is None when it takes any keyword.
+
+    ``constant`` and ``constant_with_warmup`` accept none: ``get_scheduler`` calls them
+    without the extra arguments, so any key given would be silently ignored."""
+    params = inspect.signature(TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None, set()
+    if name in ("constant", "constant_with_warmup"):
+        return set(), set()
+    own = {n: p for n, p in params.items() if n not in _SCHEDULER_FILLED}
+    return set(own), {n for n, p in own.items() if p.default is inspect.Parameter.empty}
+
+
+def _check_scheduler_kwargs(config: RunConfig) -> None:
+    """``lr_scheduler_kwargs`` checked against the scheduler now, not after the data is loaded:
+    names from the schedule function's signature, then the scheduler is really built (as
+    Trainer will) on a throwaway optimizer, which catches the rest (``cosine_with_min_lr``
+    needs exactly one of ``min_lr`` / ``min_lr_rate``)."""
+    name, kwargs = config.lr_scheduler_type, config.lr_scheduler_kwargs
+    accepted, required = scheduler_arguments(name)
+    if accepted is not None:
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes none"
+            raise ConfigError("lr_scheduler_kwargs", kwargs, f"{', '.join(map(repr, unknown))} is not an argument of the "
+                              f"{name!r} scheduler ({takes}); remove it or pick the scheduler it belongs to")
+        missing = sorted(required - set(kwargs))
+        if missing:
+            raise ConfigError("lr_scheduler_kwargs", kwargs, f"the {name!r} scheduler needs {', '.join(missing)}, e.g. "
+                              f"ftlab.schedules.default_scheduler_kwargs({name!r}, max_steps)")
+    steps = max(int(config.max_steps), 1)
+    warmup = config.warmup_steps if config.warmup_steps >= 1 else math.ceil(config.warmup_steps * steps)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    try:
+        get_scheduler(name, optimizer, num_warmup_steps=int(warmup), num_training_steps=steps,
+                      scheduler_specific_kwargs=dict(kwargs))
+    except (TypeError, ValueError) as err:
+        raise ConfigError("lr_scheduler_kwargs", kwargs, f"the {name!r} scheduler refuses them: {err}; "
+                          f"ftlab.schedules.default_scheduler_kwargs({name!r}, max_steps) gives a set that works") from None
 
 
 def _is_int(v: object) -> bool:

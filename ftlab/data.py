@@ -23,10 +23,13 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import RunConfig
 from .errors import DataError
-from .models import load_tokenizer
+from .models import hub_source, load_tokenizer
 
 SPLITS = ("train", "validation", "test")
 SHIPPED = ("finance",)
+FILE_TYPES = (".jsonl", ".json", ".csv")
+"""Local file types a data set may be; ``datasets`` reads .json and .csv, ftlab reads .jsonl."""
+_OTHER_FILE_TYPES = (".txt", ".tsv", ".parquet", ".arrow", ".xlsx", ".xls", ".md", ".gz", ".zip")
 
 
 def data_dir() -> Path:
@@ -40,27 +43,42 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "response"
     if not path.is_file():
         raise DataError(f"{path}: file not found; give a .jsonl file with one JSON object per line")
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}); "
-                                f"each line must be one object like {{\"prompt\": \"...\", \"response\": \"...\"}}") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for key in required:
-                if key not in row:
-                    raise DataError(f"{path}:{lineno}: missing field '{key}' (fields present: {', '.join(row) or 'none'}); "
-                                    f"set RunConfig.prompt_field / response_field if your file names them differently")
-                if not isinstance(row[key], str) or not row[key].strip():
-                    raise DataError(f"{path}:{lineno}: field '{key}' must be a non-empty string, got {row[key]!r}")
-            rows.append(row)
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}); "
+                            f"each line must be one object like {{\"prompt\": \"...\", \"response\": \"...\"}}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        for key in required:
+            if key not in row:
+                raise DataError(f"{path}:{lineno}: missing field '{key}' (fields present: {', '.join(row) or 'none'}); "
+                                f"set RunConfig.prompt_field / response_field if your file names them differently")
+            if not isinstance(row[key], str) or not row[key].strip():
+                raise DataError(f"{path}:{lineno}: field '{key}' must be a non-empty string, got {row[key]!r}")
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no examples in the file")
     return rows
+
+
+def utf8_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every line, decoded as UTF-8 (a leading byte-order mark, as
+    Windows editors write it, is dropped); DataError naming the file, line and column of
+    the first byte that is not UTF-8."""
+    lines = []
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                            f"save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}` "
+                            f"if it was written as Latin-1 / Windows-1252") from None
+        lines.append((lineno, text))
+    return lines
 
 
 def local_path(name: str) -> Path:
@@ -99,6 +117,9 @@ def load_raw(config: RunConfig) -> DatasetDict:
     """train / validation / test splits with ``prompt`` and ``response`` columns."""
     name, fields = config.dataset, (config.prompt_field, config.response_field)
     path = local_path(name)
+    if name in SHIPPED and not path.is_dir():
+        raise DataError(f"RunConfig.dataset={name!r}: the shipped data set is not at {path} (FTLAB_DATA="
+                        f"{os.environ.get('FTLAB_DATA')!r}); unset FTLAB_DATA, or point it at the repository's data/ folder")
     if path.is_dir():
         found = split_files(path)
         if "train" not in found:
@@ -106,13 +127,14 @@ def load_raw(config: RunConfig) -> DatasetDict:
         splits = DatasetDict({s: Dataset.from_list(read_jsonl(p, fields)) for s, p in found.items()})
     elif path.suffix == ".jsonl":
         splits = DatasetDict({"train": Dataset.from_list(read_jsonl(path, fields))})
-    elif name.startswith((".", "/", "~")) or path.suffix in (".json", ".csv"):
-        if not path.is_file():
-            raise DataError(f"RunConfig.dataset={name!r}: file not found")
-        splits = datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path))
+    elif path.is_file() or name.startswith((".", "/", "~")) or path.suffix in FILE_TYPES + _OTHER_FILE_TYPES:
+        splits = _read_file(name, path)
     else:
+        source = hub_source(name, "dataset", lambda why: DataError(
+            f"RunConfig.dataset={name!r} is not a local file or folder, so it is a hub data set, and {why}; offline, "
+            f"use 'finance' or a local .jsonl/.json/.csv file or folder"))
         try:
-            splits = datasets.load_dataset(name)
+            splits = datasets.load_dataset(source)
         except Exception as err:  # the hub raises many types; all mean "not available here"
             raise DataError(f"RunConfig.dataset={name!r} could not be loaded ({type(err).__name__}); offline, use "
                             f"'finance' or a local .jsonl/.json/.csv file or folder") from err
@@ -122,6 +144,43 @@ def load_raw(config: RunConfig) -> DatasetDict:
                 raise DataError(f"RunConfig.dataset={name!r} has no column '{key}' (columns: "
                                 f"{', '.join(split.column_names)}); set prompt_field / response_field")
     return _complete_splits(DatasetDict(splits), config.seed).map(lambda r: _rename(r, fields))
+
+
+def _read_file(name: str, path: Path) -> DatasetDict:
+    """A local .json or .csv file through ``datasets``, checked first: it exists, its type is
+    one ftlab reads, it is UTF-8 (the error names the line), and ``datasets`` can parse it."""
+    if not path.is_file():
+        raise DataError(f"RunConfig.dataset={name!r}: file not found")
+    if path.suffix not in FILE_TYPES:
+        raise DataError(f"RunConfig.dataset={name!r}: a {path.suffix or 'suffix-less'} file is not a data set ftlab reads; "
+                        f"give a .jsonl file (one {{\"prompt\": ..., \"response\": ...}} object per line), a .json or a .csv")
+    lines = utf8_lines(path)
+    if path.suffix == ".json":
+        _check_json(path, lines)
+    try:
+        return datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path))
+    except Exception as err:  # pyarrow and pandas raise many types for a malformed file
+        first = str(err).splitlines()[0][:200] if str(err) else ""
+        raise DataError(f"RunConfig.dataset={name!r}: {path} cannot be read as {path.suffix} ({type(err).__name__}: "
+                        f"{first}); check the file, or convert it to .jsonl with one object per line") from None
+
+
+def _check_json(path: Path, lines: list[tuple[int, str]]) -> None:
+    """A .json data file is one JSON document or JSON Lines (``datasets`` reads both): if it is
+    neither, DataError naming the line and column where the document stops being JSON."""
+    try:
+        json.loads("\n".join(text for _, text in lines))
+        return
+    except json.JSONDecodeError as err:
+        document = err
+    try:
+        for _, text in lines:
+            if text.strip():
+                json.loads(text)
+    except json.JSONDecodeError:
+        raise DataError(f"{path}:{document.lineno}: not valid JSON ({document.msg} at column {document.colno}); a .json "
+                        f"data file is a list of {{\"prompt\": ..., \"response\": ...}} objects or one such object "
+                        f"per line") from None
 
 
 def _rename(row: dict[str, Any], fields: tuple[str, str]) -> dict[str, Any]:
@@ -258,7 +317,12 @@ def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = Non
     validation, dropped_val = _tokenize(raw["validation"].select(range(min(config.eval_size, len(raw["validation"])))),
                                         tokenizer, config)
     if not train:
-        raise DataError(f"no training example fits in max_seq_length={config.max_seq_length}; raise RunConfig.max_seq_length")
+        need = min(len(_ids(tokenizer, chat_messages(r["prompt"], config.system_prompt), generation_prompt=True))
+                   for r in train_rows) + 1
+        raise DataError(f"no training example fits in max_seq_length={config.max_seq_length}: the shortest prompt "
+                        f"(with the system prompt and chat template) is {need - 1} tokens of model {config.model!r}; "
+                        f"raise RunConfig.max_seq_length to well above {need} (None picks the model's default), or "
+                        f"shorten system_prompt")
     lengths = [len(ex["input_ids"]) for ex in train]
     rows = pack_examples(train, config.max_seq_length, tokenizer.pad_token_id) if config.packing else train
     test = [dict(r) for r in raw["test"].select(range(min(config.exact_match_size, len(raw["test"]))))]

@@ -1,7 +1,9 @@
 """ftlab's own exception types.
 
 Every message names the field (or file and line), the bad value and what to do, so a
-learner can fix a config without reading a traceback.
+learner can fix a config without reading a traceback. Every type derives from
+:class:`FtlabError`, and each is raised before any training starts: a bad input never
+costs a run, a run's history or a cache entry.
 """
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ class FtlabError(Exception):
 
 
 class ConfigError(FtlabError, ValueError):
-    """A RunConfig field has a value outside its allowed range or choices."""
+    """A RunConfig field (or an environment variable ftlab reads) has a value outside its
+    allowed range or choices."""
 
     def __init__(self, field: str, value: object, expected: str) -> None:
         self.field = field
         self.value = value
-        super().__init__(f"RunConfig.{field}={value!r} is not allowed: {expected}")
+        where = field if field.isupper() else f"RunConfig.{field}"  # FTLAB_PROFILE is a variable, not a field
+        super().__init__(f"{where}={value!r} is not allowed: {expected}")
+
+
+class ConfigFileError(FtlabError, ValueError):
+    """A config given as JSON text or a file cannot be read (not JSON, not an object)."""
 
 
 class DataError(FtlabError, ValueError):
@@ -27,5 +35,15 @@ class ModelNotFoundError(FtlabError, FileNotFoundError):
     """The requested model cannot be found locally or offline."""
 
 
+class ModelError(FtlabError, ValueError):
+    """A model exists but cannot be used as configured: pickle-only weights, remote code,
+    a broken config.json, or LoRA target modules it does not have."""
+
+
 class DeviceError(FtlabError, RuntimeError):
     """An option needs hardware this machine does not have (e.g. fp16 without a GPU)."""
+
+
+class CacheError(FtlabError, OSError):
+    """ftlab's cache folder or a file in it cannot be used (FTLAB_CACHE is a file, a saved
+    run is unreadable)."""

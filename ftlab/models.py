@@ -11,13 +11,24 @@ Two presets run with no network at all:
 * ``tiny``: a small randomly initialised Llama with the same tokenizer and chat template,
   for tests and the fastest labs. Seeded, so every machine builds the same weights.
 
-Anything else is handed to ``from_pretrained`` (safetensors only, never remote code).
+Anything else is handed to ``from_pretrained`` (safetensors only, never remote code). A
+local folder is checked first (its config.json, safetensors weights, no ``auto_map``, a
+tokenizer), and a hub id answers within seconds on a machine without network
+(:func:`hub_source`): both refuse with the reason and the fix instead of a library's
+unrelated error after a long wait.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import json
 import os
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
 
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -25,13 +36,14 @@ from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig,
                           LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
+from transformers.pytorch_utils import Conv1D
 
-from .config import GPU_ONLY_OPTIMIZERS, RunConfig
-from .errors import DeviceError, ModelNotFoundError
+from .config import BYTE_LEVEL_PRESETS, GPU_ONLY_OPTIMIZERS, RunConfig
+from .errors import DeviceError, FtlabError, ModelError, ModelNotFoundError
 from .pretrain import pretrain
 from .storage import build_folder_atomically, cache_dir, write_json_atomic
 
-PRESETS = ("tiny", "tiny-pretrained", "smollm2-135m")
+PRESETS = (*BYTE_LEVEL_PRESETS, "smollm2-135m")
 PRETRAIN_VERSION = 1
 """Bumped whenever the corpus or the pretraining recipe changes, so an old cached base is not reused."""
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -157,7 +169,12 @@ def prepare_tiny_pretrained() -> Path:
 
 
 def resolve_model(name: str) -> str:
-    """A preset name, local folder or hub id -> what ``from_pretrained`` should open."""
+    """A preset name, local folder or hub id -> what ``from_pretrained`` should open.
+
+    A local folder must pass :func:`check_model_folder`; a hub id goes through
+    :func:`hub_source` (the id itself when the hub answers, else its cached snapshot, else
+    ModelNotFoundError at once).
+    """
     if name == "tiny":
         return str(prepare_tiny())
     if name == "tiny-pretrained":
@@ -170,8 +187,147 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"RunConfig.model={name!r}: no model folder there (expected {path / 'config.json'}); "
                                      f"give a folder made by save_pretrained, a hub id, or a preset: {', '.join(PRESETS)}")
+        check_model_folder(path, name)
         return str(path)
-    return name  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct
+    source = hub_source(name, "model", lambda why: ModelNotFoundError(
+        f"RunConfig.model={name!r} is not a preset or a local folder, so it is a hub id, and {why}.{_preset_hint(name)} "
+        f"Offline, use a preset ({', '.join(PRESETS)}) or a local folder made by save_pretrained; to use {name!r}, "
+        f"download it once where huggingface.co is reachable (it is then read from the Hugging Face cache)."))
+    if source != name:
+        check_model_folder(Path(source), name)
+    return source  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, or its cached snapshot
+
+
+def _preset_hint(name: str) -> str:
+    close = difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.6)
+    return f" Did you mean the preset {close[0]!r}?" if close else ""
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _read_json_file(path: Path, name: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"RunConfig.model={name!r}: {path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                         f"{err.msg}); restore it, or save the model again with save_pretrained") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"RunConfig.model={name!r}: {path} is not UTF-8 text; restore it, or save the model again "
+                         f"with save_pretrained") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"RunConfig.model={name!r}: {path} holds a {type(data).__name__}, not a JSON object; "
+                         f"save the model again with save_pretrained")
+    return data
+
+
+def check_model_folder(path: Path, name: str) -> None:
+    """Refuse, with the reason, a local model folder that ``from_pretrained`` would fail on
+    later with an unrelated error, or that would run code: ftlab reads safetensors only
+    (unpickling a ``pytorch_model.bin`` can run arbitrary code) and never runs a model's
+    own code (``auto_map`` in its config means ``trust_remote_code``)."""
+    config = _read_json_file(path / "config.json", name)
+    for file in ("config.json", "tokenizer_config.json"):
+        data = config if file == "config.json" else (_read_json_file(path / file, name) if (path / file).is_file() else {})
+        if "auto_map" in data:
+            raise ModelError(f"RunConfig.model={name!r}: {path / file} asks for remote code (auto_map: "
+                             f"{sorted(data['auto_map'])}); ftlab never runs code shipped with a model "
+                             f"(trust_remote_code=False): use a model whose architecture transformers ships "
+                             f"(Llama, Qwen2, SmolLM2...)")
+    if "model_type" not in config:
+        raise ModelError(f"RunConfig.model={name!r}: {path / 'config.json'} has no 'model_type', so transformers cannot "
+                         f"tell the architecture; save the model with save_pretrained, which writes it")
+    files = [f.name for f in path.iterdir() if f.is_file()]
+    if not any(f.endswith(".safetensors") or f.endswith(".safetensors.index.json") for f in files):
+        pickles = sorted(f for f in files if f.endswith(_PICKLE_SUFFIXES))
+        if pickles:
+            raise ModelError(f"RunConfig.model={name!r}: {path} holds only pickle weights ({', '.join(pickles)}); ftlab "
+                             f"loads safetensors only, because unpickling can run arbitrary code. Convert once, where you "
+                             f"trust the file: AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder, "
+                             f"safe_serialization=True)")
+        raise ModelError(f"RunConfig.model={name!r}: {path} has no weights (*.safetensors); save the model there with "
+                         f"save_pretrained(folder)")
+    if not any(f in files for f in _TOKENIZER_FILES):
+        raise ModelError(f"RunConfig.model={name!r}: {path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}); "
+                         f"save the tokenizer beside the model: tokenizer.save_pretrained(folder)")
+
+
+HUB_PROBE_SECONDS = 2.5
+"""How long :func:`hub_reachable` waits for huggingface.co: without network a hub id then
+fails in about this long instead of the ~47 s of transformers' retries."""
+_probe_cache: tuple[float, bool] | None = None
+
+
+OFFLINE_VARIABLES = {"model": ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"), "dataset": ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+"""The environment variables that keep the Hugging Face libraries off the network, by kind of repo."""
+
+
+def hub_offline(repo_type: str = "model") -> str | None:
+    """The variable (HF_HUB_OFFLINE, or TRANSFORMERS_OFFLINE / HF_DATASETS_OFFLINE for models /
+    data sets) that is set to a true value, or None."""
+    for name in OFFLINE_VARIABLES[repo_type]:
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return name
+    return None
+
+
+def _hub_address() -> tuple[str, int]:
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the hub (HF_ENDPOINT, default huggingface.co:443) opens
+    within ``timeout`` seconds, name lookup included (a thread bounds it: a stuck resolver
+    does not block). The answer is kept for a minute."""
+    global _probe_cache
+    if _probe_cache is not None and time.monotonic() - _probe_cache[0] < 60:
+        return _probe_cache[1]
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(_hub_address(), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    _probe_cache = (time.monotonic(), bool(result and result[0]))
+    return _probe_cache[1]
+
+
+def hub_snapshot(repo_id: str, repo_type: str = "model") -> Path | None:
+    """The folder of ``repo_id`` in the local Hugging Face cache, or None (nothing is downloaded)."""
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo_id, repo_type=repo_type, local_files_only=True))
+    except Exception:  # not cached, or not a valid repo id: either way not available here
+        return None
+
+
+def hub_source(repo_id: str, repo_type: str, error: Callable[[str], FtlabError]) -> str:
+    """What to hand ``from_pretrained`` / ``load_dataset`` for a hub id, decided in seconds.
+
+    With the hub reachable: the id (the library downloads it, or reads its cache). Offline
+    (HF_HUB_OFFLINE=1, or no answer from the hub within :data:`HUB_PROBE_SECONDS`): its
+    cached snapshot folder, so nothing waits on the network; not cached: ``error(why)``
+    is raised at once.
+    """
+    offline = hub_offline(repo_type)
+    if not offline and hub_reachable():
+        return repo_id
+    local = hub_snapshot(repo_id, repo_type)
+    if local is not None:
+        return str(local)
+    host, port = _hub_address()
+    why = (f"{offline}={os.environ[offline]} is set and it is not in the Hugging Face cache" if offline else
+           f"the hub ({host}:{port}) does not answer from this machine within {HUB_PROBE_SECONDS:g} s and it is not "
+           f"in the Hugging Face cache")
+    raise error(why)
 
 
 def load_tokenizer(config: RunConfig) -> PreTrainedTokenizerBase:
@@ -179,8 +335,10 @@ def load_tokenizer(config: RunConfig) -> PreTrainedTokenizerBase:
     source = resolve_model(config.model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as err:
-        raise _not_found(config.model, err) from err
+    except (OSError, ValueError) as err:
+        if isinstance(err, ValueError) and "trust_remote_code" not in str(err):
+            raise  # another ValueError is a bug to see as it is
+        raise _load_error(config.model, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -224,8 +382,10 @@ def load_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = No
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, use_safetensors=True, quantization_config=quant,
             attention_dropout=config.dropout, device_map={"": 0} if (quant and cuda) else None)
-    except OSError as err:
-        raise _not_found(config.model, err) from err
+    except (OSError, ValueError) as err:
+        if isinstance(err, ValueError) and "trust_remote_code" not in str(err):
+            raise  # another ValueError is a bug to see as it is
+        raise _load_error(config.model, err) from err
     model.config.use_cache = False  # the KV cache is for generation; in training it only costs memory
     if config.is_lora:
         model = _add_lora(model, config, quantized=quant is not None)
@@ -247,7 +407,33 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+LORA_MODULE_TYPES = (torch.nn.Linear, Conv1D, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)
+"""Module types peft can put a LoRA adapter on (bitsandbytes' 4/8-bit linears subclass Linear)."""
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """The distinct last names of a model's linear layers ('q_proj', 'down_proj', 'lm_head'...):
+    what ``lora_target_modules`` may name."""
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and isinstance(m, (torch.nn.Linear, Conv1D))})
+
+
+def check_lora_targets(model: torch.nn.Module, config: RunConfig) -> None:
+    """Every name in ``lora_target_modules`` must match a module of the model the way peft
+    matches it (the full name, or its last dotted parts): peft only fails when *none*
+    matches, so a typo beside a valid name would silently train fewer adapters."""
+    targets = list(config.lora_target_modules)
+    if targets == ["all-linear"]:
+        return
+    names = [n for n, m in model.named_modules() if n and isinstance(m, LORA_MODULE_TYPES)]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise ModelError(f"RunConfig.lora_target_modules names {', '.join(map(repr, missing))}, which model "
+                         f"{config.model!r} does not have; its linear modules are: {', '.join(linear_module_names(model))} "
+                         f"(or give ['all-linear'])")
+
+
 def _add_lora(model: PreTrainedModel, config: RunConfig, quantized: bool) -> PreTrainedModel:
+    check_lora_targets(model, config)
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = list(config.lora_target_modules)
@@ -257,9 +443,14 @@ def _add_lora(model: PreTrainedModel, config: RunConfig, quantized: bool) -> Pre
     return get_peft_model(model, lora)
 
 
-def _not_found(name: str, err: Exception) -> ModelNotFoundError:
+def _load_error(name: str, err: Exception) -> FtlabError:
+    """The ftlab error for a ``from_pretrained`` failure (an OSError, or the ValueError that
+    refuses remote code): remote code refused, or not found."""
+    if "trust_remote_code" in str(err):
+        return ModelError(f"RunConfig.model={name!r} needs code shipped with the model (trust_remote_code); ftlab never "
+                          f"runs it: use a model whose architecture transformers ships (Llama, Qwen2, SmolLM2...)")
     return ModelNotFoundError(
-        f"RunConfig.model={name!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        f"RunConfig.model={name!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}).{_preset_hint(name)} "
         f"Offline, use a preset ({', '.join(PRESETS)}) or a local folder; a hub id such as "
         f"{SMOLLM2_HUB_ID!r} needs network access or a filled Hugging Face cache.")
 

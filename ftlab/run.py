@@ -9,21 +9,20 @@ that a later cache lookup would trust.
 from __future__ import annotations
 
 import json
-import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
-from .storage import cache_dir, write_json_atomic
+from .errors import CacheError
+from .storage import cache_dir, folder_from_env, move_aside, write_json_atomic
 from .memory import MemoryBreakdown
 
 
 def runs_dir() -> Path:
     """FTLAB_RUNS, else <cache>/runs."""
-    path = Path(os.environ.get("FTLAB_RUNS") or cache_dir() / "runs").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return folder_from_env("FTLAB_RUNS", lambda: cache_dir() / "runs")
 
 
 @dataclass
@@ -74,17 +73,38 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> "Run":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """The Run saved at ``path``; CacheError naming the file and what is wrong when it is
+        not a readable run (half-written, edited by hand, not a run at all)."""
+        path = Path(path)
+        fix = f"remove it (ftlab runs remove {path.stem}) or move it out of the way; the run trains again when asked"
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as err:
+            raise CacheError(f"{path} is not a readable run: not valid JSON at line {err.lineno}, column {err.colno} "
+                             f"({err.msg}; a half-written or hand-edited file); {fix}") from None
+        except (UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
+            what = f"no '{err.args[0]}' entry" if isinstance(err, KeyError) else str(err).splitlines()[0][:200]
+            raise CacheError(f"{path} is not a readable run ({type(err).__name__}: {what}); {fix}") from None
 
     @classmethod
     def cached(cls, config: RunConfig, folder: str | Path | None = None,
                data_sha256: str | None = None) -> "Run | None":
         """The completed Run saved for this exact config, if any, and only if it was trained
-        on the same data (``data_sha256``, from :func:`ftlab.data.data_fingerprint`)."""
+        on the same data (``data_sha256``, from :func:`ftlab.data.data_fingerprint`).
+
+        A file there that cannot be read (half-written, edited by hand) is a cache miss: it is
+        moved aside to ``<hash>.json.corrupt-<time>`` with one warning naming both paths, so
+        the run trains again and the damaged file is kept for a look.
+        """
         path = Path(folder or runs_dir()) / f"{config.hash()}.json"
         if not path.is_file():
             return None
-        run = cls.load(path)
+        try:
+            run = cls.load(path)
+        except CacheError as err:
+            moved = move_aside(path, "corrupt")
+            warnings.warn(f"run cache: {err}. Moved it to {moved.name}; this config trains again.", stacklevel=3)
+            return None
         if run.status != "completed" or run.metrics.get("data_sha256") != data_sha256:
             return None
         run.from_cache = True

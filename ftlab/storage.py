@@ -10,16 +10,46 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
+
+from .errors import CacheError
+
+
+def folder_from_env(variable: str, default: Callable[[], Path]) -> Path:
+    """The folder an environment variable names (else ``default()``), created if missing; a
+    CacheError naming the variable when it cannot be a folder (it names a file, or a place
+    this user cannot write)."""
+    value = os.environ.get(variable, "").strip()
+    path = Path(value).expanduser() if value else default()
+    origin = f"{variable}={value!r}" if value else f"the default folder {path}"
+    if path.exists() and not path.is_dir():
+        raise CacheError(f"{origin} is a file, not a folder; point {variable} at a folder (created if missing) "
+                         f"or unset it")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"{origin} cannot be created ({err.strerror or err}); point {variable} at a folder you "
+                         f"can write to, or unset it") from None
+    return path
 
 
 def cache_dir() -> Path:
     """Where converted models and finished runs live (FTLAB_CACHE overrides ~/.cache/ftlab)."""
-    root = os.environ.get("FTLAB_CACHE") or Path.home() / ".cache" / "ftlab"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return folder_from_env("FTLAB_CACHE", lambda: Path.home() / ".cache" / "ftlab")
+
+
+def move_aside(path: Path, why: str) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<timestamp>`` beside it (kept, for a look,
+    never read again as a result) and return the new path."""
+    target = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        n += 1
+    os.replace(path, target)
+    return target
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

@@ -13,6 +13,7 @@ import math
 import platform
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -240,12 +241,20 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
     Playground uses one to redraw its plot live). ``progress`` prints one line when training
     starts and one when it ends (see ``Recorder``); a cache hit prints nothing. An interrupt
     returns the Run so far with ``status='interrupted'`` and does not cache it.
+
+    A run whose loss blew up (NaN/inf, or a runaway loss: see :func:`flag_divergence`) has
+    ``metrics["diverged"]`` and ``metrics["divergence_advice"]`` and raises a UserWarning
+    with the advice, also when it comes from the cache. Every bad input (config, data,
+    model folder, hub id without network, cache folder) raises an ``FtlabError`` before
+    any training starts.
     """
     data_sha256 = data_fingerprint(config)
     if not retrain:
         cached = Run.cached(config, runs_dir, data_sha256)
         if cached is not None:
             cached.label = label or cached.label
+            flag_divergence(cached)  # runs saved before runaway losses were flagged get the flag too
+            _warn_if_diverged(cached)
             return cached
     check_device(config)  # before the data, which can take a while to read
     set_seed(config.seed)
@@ -283,6 +292,7 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
     _summarize(run)
     if save and run.status == "completed":
         run.save(Path(runs_dir) / f"{config.hash()}.json" if runs_dir else None)
+    _warn_if_diverged(run)
     return run
 
 
@@ -307,5 +317,57 @@ def _summarize(run: Run) -> None:
     if timed:
         run.metrics["seconds_per_step"] = sum(r["step_time"] for r in timed) / len(timed)
         run.metrics["tokens_per_second"] = sum(r["tokens"] for r in timed) / sum(r["step_time"] for r in timed)
-    if any(not math.isfinite(r.get("loss", 0.0)) for r in steps):
-        run.metrics["diverged"] = True
+    flag_divergence(run)
+
+
+RUNAWAY_EVAL_FACTOR = 1.5
+"""A run whose final eval loss ends above this multiple of its step-0 eval loss, while its
+train loss did not fall either, ran away."""
+RUNAWAY_TRAIN_FACTOR = 2.0
+"""A run whose train loss at the end averages above this multiple of its first steps' ran away."""
+
+
+def flag_divergence(run: Run) -> None:
+    """Set ``metrics["diverged"]`` ("non-finite" or "runaway") and ``metrics["divergence_advice"]``
+    when the loss blew up; remove both otherwise (absent means it did not).
+
+    * non-finite: a train or eval loss became NaN or infinite;
+    * runaway: the train loss at the end averages more than 2x its first steps, or the final
+      eval loss is more than 1.5x the step-0 one while the train loss did not fall either
+      (full fine-tuning at learning rate 0.9: eval loss 5.6 -> 28.5). A train loss that
+      falls while the eval loss rises is overfitting, not divergence, and is not flagged.
+
+    The head and tail of the train loss are means over the same window as
+    ``final_train_loss`` (1 to 5 steps), so one noisy step does not decide.
+    """
+    m = run.metrics
+    m.pop("diverged", None)
+    m.pop("divergence_advice", None)
+    losses = [float(r["loss"]) for r in run.history if r.get("loss") is not None]
+    evals = [float(e["eval_loss"]) for e in run.evals if e.get("eval_loss") is not None]
+    k = max(1, min(5, len(losses) // 5))
+    head = sum(losses[:k]) / k if losses else math.nan
+    tail = sum(losses[-k:]) / k if losses else math.nan
+    if any(not math.isfinite(x) for x in losses + evals):
+        kind, what = "non-finite", "the loss became NaN or infinite"
+    elif len(losses) >= 2 and tail > RUNAWAY_TRAIN_FACTOR * head:
+        kind, what = "runaway", f"the train loss rose from {head:.3g} to {tail:.3g}"
+    elif len(evals) >= 2 and evals[-1] > RUNAWAY_EVAL_FACTOR * evals[0] and not (tail < head):
+        kind, what = "runaway", f"the eval loss rose from {evals[0]:.3g} at step 0 to {evals[-1]:.3g}"
+    else:
+        return
+    cfg = run.config
+    fixes = [f"lower the learning rate (this run: {cfg.learning_rate:g}; try 3-10x lower)"]
+    if not cfg.warmup_steps:
+        fixes.append("add warmup (warmup_steps=0.1)")
+    if not cfg.max_grad_norm or cfg.max_grad_norm > 1:
+        fixes.append("clip gradients (max_grad_norm=1.0)")
+    m["diverged"] = kind
+    m["divergence_advice"] = f"{what}: {', '.join(fixes[:-1]) + ' or ' + fixes[-1] if len(fixes) > 1 else fixes[0]}"
+
+
+def _warn_if_diverged(run: Run) -> None:
+    if run.metrics.get("diverged"):
+        name = run.label or f"run {run.config_hash}"
+        warnings.warn(f"{name} diverged ({run.metrics['diverged']}): {run.metrics['divergence_advice']}",
+                      UserWarning, stacklevel=3)

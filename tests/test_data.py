@@ -128,3 +128,64 @@ def test_data_fingerprint_follows_the_files_bytes(tmp_path):
     assert data_fingerprint(split_config) != before  # a new split file changes what a run sees
     assert len(data_fingerprint(RunConfig(dataset="finance"))) == 16
     assert data_fingerprint(RunConfig(dataset="someone/hub-dataset")) is None
+
+
+# --- encodings, file types and sources that are not there ------------------------------------
+
+
+def test_non_utf8_line_names_file_line_and_column(tmp_path):
+    good = json.dumps({"prompt": "a", "response": "b"})
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(f"{good}\n{good}\n".encode() + '{"prompt": "Zürich?", "response": "b"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.jsonl:3: not UTF-8 text \(byte 0xfc at column 14\); save the file as UTF-8"):
+        read_jsonl(path)
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "a", "response": "b"}).encode() + b"\n")
+    assert read_jsonl(path) == [{"prompt": "a", "response": "b"}]
+
+
+def test_csv_and_json_files_are_checked_before_datasets_reads_them(tmp_path, tok):
+    rows = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(30)]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "rows.csv").write_text("prompt,response\n" + "".join(f"q{i},a{i}\n" for i in range(30)))
+    for name in ("rows.json", "rows.csv"):  # good files still load
+        data = load_data(RunConfig(model="tiny", dataset=str(tmp_path / name), system_prompt="", eval_size=2,
+                                   exact_match_size=2), tok)
+        assert len(data.raw["train"]) + len(data.raw["validation"]) + len(data.raw["test"]) == 30
+    (tmp_path / "lines.json").write_text("".join(json.dumps(r) + "\n" for r in rows))  # JSON Lines in a .json
+    assert len(load_data(RunConfig(model="tiny", dataset=str(tmp_path / "lines.json")), tok).raw["test"]) == 3
+    (tmp_path / "bad.csv").write_bytes(b"prompt,response\nq,a\nq,\xe9t\xe9\n")
+    with pytest.raises(DataError, match=r"bad\.csv:3: not UTF-8"):
+        load_data(RunConfig(model="tiny", dataset=str(tmp_path / "bad.csv")), tok)
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(DataError, match="a .txt file is not a data set ftlab reads"):
+        load_data(RunConfig(model="tiny", dataset=str(tmp_path / "notes.txt")), tok)
+
+
+def test_hub_data_set_without_network_fails_at_once(monkeypatch, tok):
+    import time
+    from ftlab import models
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: False)  # no host is contacted
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="does not answer from this machine"):
+        load_data(RunConfig(model="tiny", dataset="someone/some-hub-dataset"), tok)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="HF_HUB_OFFLINE=1 is set"):
+        load_data(RunConfig(model="tiny", dataset="someone/some-hub-dataset"), tok)
+    assert time.perf_counter() - started < 5
+
+
+def test_tiny_defaults_fit_every_finance_example(tok):
+    # the byte-level preset with the default system prompt: 146-262 tokens per example
+    data = load_data(RunConfig(model="tiny", eval_size=4, exact_match_size=1), tok)
+    assert data.info["train_examples"] == 3000 and data.info["dropped_too_long"] == 0
+
+
+def test_too_short_max_seq_length_says_how_long_the_prompts_are(tok):
+    with pytest.raises(DataError, match=r"max_seq_length=128: the shortest prompt .* is 1\d\d tokens of model 'tiny'"):
+        load_data(RunConfig(model="tiny", max_seq_length=128, train_size=50, eval_size=4), tok)

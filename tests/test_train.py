@@ -1,10 +1,17 @@
+import contextlib
 import json
+import shutil
+import socket
 import sys
+import time
+import warnings
 
 import pytest
 from transformers import TrainerCallback
 
-from ftlab import DeviceError, ModelNotFoundError, Run, RunConfig, train
+from ftlab import DeviceError, ModelNotFoundError, Run, RunConfig, models, train
+from ftlab.errors import ModelError
+from ftlab.train import flag_divergence
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +109,146 @@ def test_editing_the_data_file_is_not_answered_from_the_cache(tiny_config, tmp_p
     assert second.metrics["data_sha256"] != first.metrics["data_sha256"]
     assert second.evals[0]["eval_loss"] != first.evals[0]["eval_loss"], "trained on the new data, not the old run"
     assert Run.cached(config, runs, second.metrics["data_sha256"]).history == second.history
+
+
+# --- a damaged cache file is a miss, not an error ---------------------------------------------
+
+
+def test_corrupt_cache_file_is_moved_aside_once_and_the_run_trains(tiny_config, tmp_path):
+    config = tiny_config.replace(max_steps=1, eval_steps=1, eval_size=4, exact_match_size=0)
+    path = tmp_path / f"{config.hash()}.json"
+    path.write_text('{"config": {"model": "tiny"}, "history": [{"step": 1, "lo')  # half-written
+    with pytest.warns(UserWarning, match=rf"{config.hash()}\.json is not a readable run: not valid JSON at line 1.*"
+                                         rf"Moved it to {config.hash()}\.json\.corrupt-"):
+        run = train(config, runs_dir=tmp_path, progress=False)
+    assert run.status == "completed" and not run.from_cache
+    aside = list(tmp_path.glob(f"{config.hash()}.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text().endswith('"lo')  # kept as it was, for a look
+    assert Run.load(path).history == run.history  # the fresh run took its place
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: the next call is a quiet cache hit
+        assert train(config, runs_dir=tmp_path, progress=False).from_cache
+
+
+def test_hand_edited_cache_file_with_a_bad_config_is_a_miss_too(tiny_config, tmp_path):
+    config = tiny_config.replace(max_steps=1, eval_steps=1, exact_match_size=0)
+    path = tmp_path / f"{config.hash()}.json"
+    saved = Run(config=config, history=[], metrics={"data_sha256": "x"}).to_dict()
+    saved["config"]["learning_rate"] = 50.0  # edited by hand into a value RunConfig refuses
+    path.write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match="learning_rate=50.0 is not allowed"):
+        assert Run.cached(config, tmp_path) is None
+    assert not path.exists() and len(list(tmp_path.glob("*.corrupt-*"))) == 1
+
+
+# --- divergence ---------------------------------------------------------------------------------
+
+
+def _run(losses, evals, **config):
+    return Run(config=RunConfig(model="tiny", **config), history=[{"step": i + 1, "loss": x} for i, x in enumerate(losses)],
+               evals=[{"step": s, "eval_loss": x} for s, x in evals])
+
+
+@pytest.mark.parametrize("losses,evals,expected", [
+    ([5.0, 4.0, 3.0, 2.5, 2.0], [(0, 5.5), (5, 2.2)], None),                           # learning
+    ([5.0, 9.0, float("nan"), float("nan"), 1.0], [(0, 5.5), (5, 2.0)], "non-finite"),
+    ([5.0, 4.0, 3.0, 2.0, 1.0], [(0, 5.5), (5, float("inf"))], "non-finite"),
+    ([5.5, 18.4, 70.9, 43.1, 45.3, 55.2], [(0, 5.6), (3, 31.9), (6, 28.5)], "runaway"),  # lr 0.9, full fine-tune
+    ([5.0, 5.1, 5.2, 5.3, 5.2], [(0, 5.5), (5, 9.0)], "runaway"),                       # eval blew up, train flat
+    ([3.0, 1.0, 0.3, 0.1, 0.05], [(0, 3.0), (5, 5.0)], None),                           # overfitting, not divergence
+    ([2.6, 3.0, 5.1, 6.2, 8.3, 5.3], [(0, 3.4), (6, 4.2)], "runaway"),                  # a too-high rate, 6 ci steps
+])
+def test_divergence_is_flagged_with_advice(losses, evals, expected):
+    run = _run(losses, evals, learning_rate=0.5, max_grad_norm=0.0)
+    flag_divergence(run)
+    assert run.metrics.get("diverged") == expected
+    if expected:
+        advice = run.metrics["divergence_advice"]
+        assert "lower the learning rate (this run: 0.5" in advice and "warmup" in advice and "max_grad_norm" in advice
+    else:
+        assert "divergence_advice" not in run.metrics
+
+
+def test_a_runaway_run_is_reported_and_warned_about(addition_jsonl, tmp_path):
+    config = RunConfig(model="tiny", dataset=str(addition_jsonl), system_prompt="", lora_r=0, learning_rate=0.9,
+                       max_steps=4, per_device_train_batch_size=4, max_seq_length=64, eval_steps=4, eval_size=8,
+                       exact_match_size=0, max_grad_norm=0.0)
+    with pytest.warns(UserWarning, match=r"diverged \(runaway\): the train loss rose from .*lower the learning rate"):
+        run = train(config, runs_dir=tmp_path, progress=False)
+    assert run.status == "completed" and run.metrics["diverged"] == "runaway"
+    assert run.metrics["final_eval_loss"] > 1.5 * run.metrics["initial_eval_loss"]
+    assert Run.load(tmp_path / f"{config.hash()}.json").metrics["diverged"] == "runaway"  # saved with the run
+    with pytest.warns(UserWarning, match="diverged"):  # a cache hit says so too
+        assert train(config, runs_dir=tmp_path, progress=False).from_cache
+
+
+def test_a_healthy_run_is_not_flagged(finished):
+    run, _ = finished
+    assert "diverged" not in run.metrics and "divergence_advice" not in run.metrics
+
+
+def test_tiny_preset_defaults_train(tmp_path):
+    # every field at its default but the run's length: the byte-level preset picks a length that fits
+    config = RunConfig(model="tiny").replace(max_steps=1, eval_steps=1, train_size=40, eval_size=4, exact_match_size=0)
+    run = train(config, runs_dir=tmp_path, progress=False)
+    assert run.status == "completed" and run.metrics["data_dropped_too_long"] == 0 and len(run.history) == 1
+
+
+# --- hub ids answer in seconds without network, and still resolve with it ------------------------
+
+
+def test_hub_model_without_network_fails_within_seconds(monkeypatch, tiny_config, tmp_path):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(models, "_probe_cache", None)
+    monkeypatch.setattr(socket, "create_connection", _hanging_connection)  # a network that never answers
+    started = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="does not answer from this machine within 2.5 s"):
+        train(tiny_config.replace(model="someone/some-model"), runs_dir=tmp_path)
+    assert time.perf_counter() - started < 5
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE=1 is set"):
+        models.resolve_model("someone/some-model")
+    assert time.perf_counter() - started < 1
+    assert not list(tmp_path.iterdir())
+
+
+def _hanging_connection(address, timeout=None, *args, **kwargs):
+    assert address == ("hub.example.invalid", 8443) or address[0] == "huggingface.co"
+    time.sleep(30)
+    raise OSError("no answer")
+
+
+def test_hub_id_with_network_is_handed_to_from_pretrained(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: True)
+    assert models.resolve_model("someone/some-model") == "someone/some-model"  # downloaded by from_pretrained
+
+
+def test_hub_probe_asks_hf_endpoint_and_is_bounded(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid:8443")
+    monkeypatch.setattr(models, "_probe_cache", None)
+    monkeypatch.setattr(socket, "create_connection", _hanging_connection)
+    started = time.perf_counter()
+    assert models.hub_reachable(timeout=0.5) is False
+    assert time.perf_counter() - started < 2
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: contextlib.nullcontext())
+    assert models.hub_reachable() is False  # answered from the minute-long memory
+    monkeypatch.setattr(models, "_probe_cache", None)
+    assert models.hub_reachable() is True
+
+
+# --- model folders and LoRA targets -------------------------------------------------------------
+
+
+def test_a_good_model_folder_passes_and_lora_targets_match_like_peft(tmp_path, tiny_config):
+    folder = tmp_path / "mine"
+    shutil.copytree(models.resolve_model("tiny"), folder)
+    assert models.resolve_model(str(folder)) == str(folder)
+    model, _ = models.load_model(tiny_config.replace(model="tiny", lora_r=0))
+    for targets in (["all-linear"], ["q_proj", "down_proj"], ["self_attn.q_proj"], ["model.layers.0.mlp.up_proj"]):
+        models.check_lora_targets(model, tiny_config.replace(lora_r=4, lora_target_modules=targets))
+    with pytest.raises(ModelError, match="names 'q_prj', which model 'tiny' does not have"):
+        models.check_lora_targets(model, tiny_config.replace(lora_r=4, lora_target_modules=["q_proj", "q_prj"]))
