@@ -119,7 +119,7 @@ def run_summary(run: Run, elapsed: float, live_error: Exception | None) -> tuple
     if isinstance(m.get("exact_match"), float):
         facts.append(f"exact match {m['exact_match']:.0%}")
     if m.get("diverged"):
-        facts.append("loss diverged (NaN/inf)")
+        facts.append(f"loss diverged ({m['diverged']}): {m.get('divergence_advice', 'lower the learning rate')}")
     tail = f" (live plot failed: {live_error})" if live_error else ""
     if run.status == "interrupted":
         return (f"{run.label}: interrupted after step {trained_steps(run)}; kept in the table, "
