@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import RunConfig
 from .errors import DataError
-from .models import hub_source, load_tokenizer
+from .models import load_tokenizer
+from .sources import hub_source
 
 SPLITS = ("train", "validation", "test")
 SHIPPED = ("finance",)

@@ -24,11 +24,14 @@ import pytest
 import torch
 
 from ftlab import Run, RunConfig
-from ftlab.cli import CliError, chapter_notebooks, find_run, read_config
+from ftlab.cli import read_config
+from ftlab.cli_common import CliError
 from ftlab.errors import (CacheError, ConfigError, ConfigFileError, DataError, DeviceError, FtlabError, ModelError,
                           ModelNotFoundError)
 from ftlab.models import resolve_model
+from ftlab.prepare import chapter_notebooks
 from ftlab.profiles import profile_name
+from ftlab.runs_cli import find_run
 from ftlab.storage import cache_dir
 from ftlab.train import train
 from ftlab.widgets.controls import Dropdown, LogSlider, Slider, Toggle, build_controls
@@ -51,7 +54,7 @@ class Bad:
         """No HF_HUB_OFFLINE, and the hub probe answers 'unreachable' (no host is contacted)."""
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
             self.monkeypatch.delenv(name, raising=False)
-        self.monkeypatch.setattr(sys.modules["ftlab.models"], "hub_reachable", lambda *a, **k: False)
+        self.monkeypatch.setattr(sys.modules["ftlab.sources"], "hub_reachable", lambda *a, **k: False)
 
     def file(self, name: str, content: str | bytes) -> Path:
         path = self.tmp / name

@@ -18,7 +18,8 @@ from nbformat.sign import NotebookNotary
 import pytest
 
 from ftlab import Run, RunConfig
-from ftlab.cli import build_parser, history_rows, main
+from ftlab.cli import build_parser, main
+from ftlab.runs_cli import history_rows
 
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).parent / "ftlab"

@@ -1,9 +1,10 @@
 import json
+import time
 
 import pytest
 import torch
 
-from ftlab import DataError, RunConfig, load_data, load_tokenizer
+from ftlab import DataError, RunConfig, load_data, load_tokenizer, sources
 from ftlab.data import Collator, encode_example, pack_examples, read_jsonl
 from ftlab.models import load_model
 
@@ -166,11 +167,9 @@ def test_csv_and_json_files_are_checked_before_datasets_reads_them(tmp_path, tok
 
 
 def test_hub_data_set_without_network_fails_at_once(monkeypatch, tok):
-    import time
-    from ftlab import models
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: False)  # no host is contacted
+    monkeypatch.setattr(sources, "hub_reachable", lambda *a, **k: False)  # no host is contacted
     started = time.perf_counter()
     with pytest.raises(DataError, match="does not answer from this machine"):
         load_data(RunConfig(model="tiny", dataset="someone/some-hub-dataset"), tok)

@@ -9,7 +9,7 @@ import warnings
 import pytest
 from transformers import TrainerCallback
 
-from ftlab import DeviceError, ModelNotFoundError, Run, RunConfig, models, train
+from ftlab import DeviceError, ModelNotFoundError, Run, RunConfig, models, sources, train
 from ftlab.errors import ModelError
 from ftlab.train import flag_divergence
 
@@ -200,7 +200,7 @@ def test_tiny_preset_defaults_train(tmp_path):
 def test_hub_model_without_network_fails_within_seconds(monkeypatch, tiny_config, tmp_path):
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(models, "_probe_cache", None)
+    monkeypatch.setattr(sources, "_probe_cache", None)
     monkeypatch.setattr(socket, "create_connection", _hanging_connection)  # a network that never answers
     started = time.perf_counter()
     with pytest.raises(ModelNotFoundError, match="does not answer from this machine within 2.5 s"):
@@ -223,21 +223,21 @@ def _hanging_connection(address, timeout=None, *args, **kwargs):
 def test_hub_id_with_network_is_handed_to_from_pretrained(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(sources, "hub_reachable", lambda *a, **k: True)
     assert models.resolve_model("someone/some-model") == "someone/some-model"  # downloaded by from_pretrained
 
 
 def test_hub_probe_asks_hf_endpoint_and_is_bounded(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid:8443")
-    monkeypatch.setattr(models, "_probe_cache", None)
+    monkeypatch.setattr(sources, "_probe_cache", None)
     monkeypatch.setattr(socket, "create_connection", _hanging_connection)
     started = time.perf_counter()
-    assert models.hub_reachable(timeout=0.5) is False
+    assert sources.hub_reachable(timeout=0.5) is False
     assert time.perf_counter() - started < 2
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: contextlib.nullcontext())
-    assert models.hub_reachable() is False  # answered from the minute-long memory
-    monkeypatch.setattr(models, "_probe_cache", None)
-    assert models.hub_reachable() is True
+    assert sources.hub_reachable() is False  # answered from the minute-long memory
+    monkeypatch.setattr(sources, "_probe_cache", None)
+    assert sources.hub_reachable() is True
 
 
 # --- model folders and LoRA targets -------------------------------------------------------------
