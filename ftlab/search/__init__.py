@@ -1,0 +1,30 @@
+"""Hyperparameter search on Optuna, and on Ray Tune to scale out: resumable and shareable.
+
+    from optuna.distributions import FloatDistribution
+    from ftlab.search import search, trial_rows, best_so_far
+    study = search(base, {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True)}, n_trials=12, sampler="tpe")
+
+Modules, one concern each: ``space`` (the space, checked against RunConfig; grid values),
+``study`` (storages, resuming after a crash), ``plan`` (every check before the first
+trial), ``trials`` (one trial = one ``train`` run; pruning), ``local`` (``search``),
+``scale`` and ``ray_tune`` (``tune_search`` on Ray Tune), ``classroom`` (a workshop's
+shared study), ``results`` (rows, best-so-far, steps saved), ``plot`` (landscape,
+best-so-far), ``trainer`` (``Trainer.hyperparameter_search`` for comparison).
+"""
+from .classroom import CLASS_STUDY, contribute, join_class_study, open_class_study
+from .errors import SearchError
+from .local import search
+from .plan import PRUNERS, SAMPLERS
+from .plot import plot_best_so_far, plot_landscape
+from .results import (best_so_far, best_trial, contributors, finished_trials, steps_run, steps_saved, trial_row,
+                      trial_rows)
+from .scale import tune_search
+from .space import grid, suggest
+from .study import default_storage_url, open_storage, study_setup
+from .trainer import trainer_search_example
+from .trials import trial_run
+
+__all__ = ["search", "tune_search", "SearchError", "SAMPLERS", "PRUNERS", "trial_rows", "trial_row", "best_so_far",
+           "best_trial", "contributors", "finished_trials", "steps_run", "steps_saved", "trial_run", "grid", "suggest",
+           "default_storage_url", "open_storage", "open_class_study", "join_class_study", "study_setup", "contribute",
+           "CLASS_STUDY", "plot_landscape", "plot_best_so_far", "trainer_search_example"]

@@ -1,0 +1,48 @@
+"""tune_search on a real local Ray instance: the trials run in Ray workers (Optuna's sampler
+as the search algorithm, ASHA as the scheduler) and land in the Optuna study."""
+from __future__ import annotations
+
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from ftlab import Run
+from ftlab.data import data_fingerprint
+from ftlab.search import steps_saved, trial_rows, tune_search
+
+ray = pytest.importorskip("ray", reason="Ray Tune is the optional extra: pip install 'ftlab[scale]'")
+
+LR = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True)}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_tune_search_runs_trials_on_ray_and_the_study_shows_them(tiny_config, tmp_path, monkeypatch, local_ray,
+                                                                 capsys):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("FTLAB_RUNS", str(runs))
+    small = tiny_config.replace(max_steps=4, eval_steps=2, eval_size=8, exact_match_size=0)
+    study = tune_search(small, LR, n_trials=4, sampler="random")
+    rows = trial_rows(study)
+    assert len(rows) == 4 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    assert all(t.user_attrs["runner"] == "ray" for t in study.trials)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done, "ASHA lets at least the best trial run to the end"
+    for trial in done:  # each completed Ray trial is a cached ftlab run, with the reported curve
+        config = small.replace(**trial.params)
+        assert Run.cached(config, runs, data_fingerprint(config)).metrics["final_eval_loss"] == trial.value
+        assert sorted(trial.intermediate_values) == [2, 4]
+    for trial in study.trials:
+        if trial.state == TrialState.PRUNED:
+            assert trial.user_attrs["pruned_step"] == 2 and trial.value is None
+    assert steps_saved(study) == 2 * (4 - len(done))
+    # called again, the study is complete: nothing runs
+    capsys.readouterr()
+    again = tune_search(small, LR, n_trials=4, sampler="random")
+    assert again.study_name == study.study_name and len(again.trials) == 4
+    assert "0 trials to run on Ray" in capsys.readouterr().out
