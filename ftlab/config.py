@@ -24,7 +24,7 @@ from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
 from transformers.training_args import OptimizerNames
 
 from .errors import ConfigError, ConfigFileError
-from .optimizers import OPTIMIZER_TABLE
+from .optimizers import OPTIM_ARGS_KEYS, OPTIMIZER_TABLE, format_optim_args, parse_optim_args
 
 SCHEDULER_TYPES: tuple[str, ...] = tuple(s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau")
 """Every transformers LR scheduler that runs from a step count (plateau needs eval metrics)."""
@@ -110,12 +110,18 @@ class RunConfig:
     """An int >= 1 is a step count; a float in [0, 1) is a fraction of max_steps (v5 semantics)."""
     weight_decay: float = 0.0
     optim: str = "adamw_torch"
+    optim_args: str = ""
+    """Extra optimizer arguments as Trainer reads them, ``"momentum=0.9"`` for SGD with
+    momentum; only ``sgd`` and ``rmsprop`` take any (see ``ftlab.optimizers.OPTIM_ARGS_KEYS``)."""
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     max_steps: int = 60
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations without a lower eval loss, and end with the weights of
+    the best one (Trainer's ``EarlyStoppingCallback`` with ``load_best_model_at_end``); 0 = off."""
     gradient_checkpointing: bool = False
     neftune_noise_alpha: float | None = None
     label_smoothing_factor: float = 0.0
@@ -161,6 +167,7 @@ class RunConfig:
             object.__setattr__(self, "neftune_noise_alpha", alpha if alpha > 0 else None)
         warmup = self.warmup_steps
         object.__setattr__(self, "warmup_steps", int(warmup) if float(warmup).is_integer() else float(warmup))
+        object.__setattr__(self, "optim_args", format_optim_args(parse_optim_args(self.optim_args)))
 
     def _validate(self) -> None:
         r = _require
@@ -195,6 +202,7 @@ class RunConfig:
           "warmup_steps", self.warmup_steps, "an int >= 0 (steps) or a float in [0, 1) (fraction of max_steps)")
         r(is_finite_number(self.weight_decay) and 0 <= self.weight_decay <= 10, "weight_decay", self.weight_decay, "a float in [0, 10]; 0.0 to 0.1 is usual")
         r(self.optim in OPTIMIZERS, "optim", self.optim, f"one of {', '.join(OPTIMIZERS)}")
+        _check_optim_args(self.optim, self.optim_args)
         r(is_finite_number(self.adam_beta1) and 0 <= self.adam_beta1 < 1, "adam_beta1", self.adam_beta1, "a float in [0, 1)")
         r(is_finite_number(self.adam_beta2) and 0 <= self.adam_beta2 < 1, "adam_beta2", self.adam_beta2, "a float in [0, 1)")
         r(is_finite_number(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a float >= 0 (0 disables clipping)")
@@ -203,6 +211,8 @@ class RunConfig:
         r(_is_int(self.gradient_accumulation_steps) and self.gradient_accumulation_steps >= 1,
           "gradient_accumulation_steps", self.gradient_accumulation_steps, "an int >= 1")
         r(_is_int(self.max_steps) and self.max_steps >= 0, "max_steps", self.max_steps, "an int >= 0 (0 = evaluate only)")
+        r(_is_int(self.early_stopping_patience) and self.early_stopping_patience >= 0, "early_stopping_patience",
+          self.early_stopping_patience, "an int >= 0: evaluations without improvement before stopping (0 = off)")
         r(self.neftune_noise_alpha is None or (is_finite_number(self.neftune_noise_alpha) and self.neftune_noise_alpha >= 0),
           "neftune_noise_alpha", self.neftune_noise_alpha, "None (off) or a float >= 0; the paper uses 5, 10 or 15")
         r(is_finite_number(self.label_smoothing_factor) and 0 <= self.label_smoothing_factor < 1,
@@ -361,6 +371,27 @@ def _check_scheduler_kwargs(config: RunConfig) -> None:
     except (TypeError, ValueError) as err:
         raise ConfigError("lr_scheduler_kwargs", kwargs, f"the {name!r} scheduler refuses them: {err}; "
                           f"ftlab.schedules.default_scheduler_kwargs({name!r}, max_steps) gives a set that works") from None
+
+
+def _check_optim_args(optim: str, text: object) -> None:
+    """``optim_args`` parsed as Trainer will, and its keys checked against the optimizer that
+    reads them: a key the chosen optimizer ignores would change nothing without a word."""
+    if not isinstance(text, str):
+        raise ConfigError("optim_args", text, "a string of key=value pairs, e.g. 'momentum=0.9'; '' for none")
+    try:
+        values = parse_optim_args(text)
+    except ValueError as err:
+        raise ConfigError("optim_args", text, f"{err}; write key=value pairs separated by commas, e.g. "
+                          f"'momentum=0.9,nesterov=true'") from None
+    accepted = OPTIM_ARGS_KEYS.get(optim, frozenset())
+    unknown = sorted(set(values) - accepted)
+    if unknown:
+        takes = f"it reads {', '.join(sorted(accepted))}" if accepted else "it reads none (only sgd and rmsprop do)"
+        raise ConfigError("optim_args", text, f"{', '.join(unknown)} is not read by optim={optim!r} ({takes}); "
+                          f"remove it or choose the optimizer it belongs to")
+    if values.get("nesterov") and (not values.get("momentum") or values.get("dampening")):
+        raise ConfigError("optim_args", text, "Nesterov momentum needs a momentum > 0 and no dampening (torch's SGD "
+                          "refuses it otherwise); add momentum=0.9 or drop nesterov")
 
 
 def _is_int(v: object) -> bool:

@@ -234,38 +234,50 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: st
     return {"input_ids": full_ids, "labels": labels}
 
 
+def pack_groups(lengths: Sequence[int], max_seq_length: int) -> list[list[int]]:
+    """Which examples (their indices, in order) share each packed row.
+
+    Greedy: an example joins the current row while it fits, else it starts the next row.
+    An example is never split across rows. Kept apart from :func:`pack_examples` so that a
+    measurement (:mod:`ftlab.packing`) knows what each row holds without re-deriving it.
+    """
+    groups: list[list[int]] = []
+    used = 0
+    for index, n in enumerate(lengths):
+        if groups and used + n <= max_seq_length:
+            groups[-1].append(index)
+            used += n
+        else:
+            groups.append([index])
+            used = n
+    return groups
+
+
 def pack_examples(examples: Sequence[dict[str, list[int]]], max_seq_length: int, pad_token_id: int
                   ) -> list[dict[str, list[int]]]:
-    """Greedily fill rows of exactly ``max_seq_length`` tokens with whole examples.
+    """Fill rows of exactly ``max_seq_length`` tokens with whole examples (:func:`pack_groups`).
 
-    ``position_ids`` restart at 0 for each example (and for the padding tail), which is
-    what lets the model build a block-diagonal mask: no token sees another example. An
-    example is never split across rows.
+    ``position_ids`` restart at 0 for each example (and for the padding tail). With no
+    attention mask and no KV cache (``load_model`` sets ``use_cache=False``), transformers
+    reads the restarts as sequence boundaries and builds a block-diagonal causal mask: no
+    token sees another example. An all-ones attention mask would switch that detection off
+    (measured in :func:`ftlab.packing.contamination`).
     """
     rows: list[dict[str, list[int]]] = []
-    ids: list[int] = []
-    labels: list[int] = []
-    pos: list[int] = []
-
-    def flush() -> None:
+    for group in pack_groups([len(ex["input_ids"]) for ex in examples], max_seq_length):
+        ids = [t for i in group for t in examples[i]["input_ids"]]
+        labels = [t for i in group for t in examples[i]["labels"]]
+        pos = [p for i in group for p in range(len(examples[i]["input_ids"]))]
         pad = max_seq_length - len(ids)
         rows.append({"input_ids": ids + [pad_token_id] * pad, "labels": labels + [-100] * pad,
                      "position_ids": pos + list(range(pad))})
-
-    for ex in examples:
-        n = len(ex["input_ids"])
-        if ids and len(ids) + n > max_seq_length:
-            flush()
-            ids, labels, pos = [], [], []
-        ids, labels, pos = ids + ex["input_ids"], labels + ex["labels"], pos + list(range(n))
-    if ids:
-        flush()
     return rows
 
 
 @dataclass
 class Collator:
-    """Pads a batch on the right; packed rows are already full and carry position_ids."""
+    """Pads a batch on the right; packed rows are already full and carry position_ids, and
+    get no attention mask (an all-ones mask would hide the packed examples' boundaries)."""
 
     pad_token_id: int
 

@@ -15,17 +15,25 @@ What each family keeps, for one trainable parameter of ``n`` values:
   reference to a 256-entry fp32 code map per moment; tensors under 4096 values (norms,
   small LoRA matrices) keep fp32 moments, as bitsandbytes' ``min_8bit_size`` decides.
 * Lion keeps one moment (``lion_32bit``: fp32; ``lion_8bit``: as above, one state).
-* ``rmsprop``: one ``square_avg`` per parameter (momentum 0, not centered).
+* ``rmsprop``: one ``square_avg`` per parameter; ``optim_args`` ``momentum > 0`` adds a
+  ``momentum_buffer`` and ``centered=true`` a ``grad_avg``, each the parameter's size and dtype.
 * ``adafactor`` (transformers, ``beta1=None`` as Trainer uses it): a matrix keeps only a
   row vector and a column vector of second moments (rows + cols values, not rows x
-  cols); a vector keeps a full second moment.
-* ``sgd``: Trainer's default momentum is 0, so SGD keeps no state at all.
+  cols); a vector keeps a full second moment (:mod:`ftlab.adafactor`). Always at least
+  fp32: a 16-bit gradient is cast to fp32 before its statistics are taken.
+* ``sgd``: Trainer's default momentum is 0, so SGD keeps no state at all; with
+  ``optim_args="momentum=0.9"`` it keeps one ``momentum_buffer`` per parameter in its dtype.
+
+The buffers that ``optim_args`` switch on are in the table too (``OptimizerSpec.buffer_args``),
+and :func:`optimizer_spec` applies them, so the predictor prices the optimizer a run builds.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .adafactor import second_moment_numel
+from .errors import ConfigError
 from .quant import dynamic_8bit_code
 
 OPTIM_8BIT_BLOCK = 256
@@ -46,11 +54,14 @@ same way.
 class OptimizerSpec:
     """What one optimizer keeps per trainable parameter.
 
-    ``moments``: full-size state tensors per parameter (AdamW 2, Lion and RMSprop 1, SGD 0),
+    ``moments``: full-size state tensors per parameter (AdamW 2, Lion and RMSprop 1, SGD 0;
+    before the ``buffer_args``),
     stored in the parameter's dtype unless ``fp32`` (always 4 bytes per value) or
     ``blockwise_8bit`` (bitsandbytes' 8-bit codes with per-block fp32 scales).
     ``factored``: Adafactor's row and column second moments instead of full moments.
     ``gpu_only``: the state pages between GPU and CPU memory, meaningless without CUDA.
+    ``buffer_args``: ``optim_args`` keys that each add one more full-size moment when set
+    (nonzero or true), e.g. SGD's ``momentum``; :meth:`with_args` applies them.
     """
 
     description: str
@@ -59,16 +70,21 @@ class OptimizerSpec:
     blockwise_8bit: bool = False
     factored: bool = False
     gpu_only: bool = False
+    buffer_args: tuple[str, ...] = ()
+
+    def with_args(self, optim_args: dict[str, float | bool]) -> "OptimizerSpec":
+        """This optimizer as ``optim_args`` (parsed, see :func:`parse_optim_args`) configure it:
+        one more moment per :attr:`buffer_args` key that is set (``momentum=0.0`` adds none)."""
+        return replace(self, moments=self.moments + sum(1 for key in self.buffer_args if optim_args.get(key)))
 
     def state_bytes(self, shape: tuple[int, ...], elem: int, moment_elem: int | None = None) -> int:
         """Bytes of state for one trainable parameter of ``shape`` stored with ``elem`` bytes
         per value. ``moment_elem`` forces the bytes per value of parameter-dtype moments
-        (fp32 moments over bf16 weights); Adafactor's factored moments keep ``elem``."""
+        (fp32 moments over bf16 weights); Adafactor's factored moments take at least 4 bytes
+        per value (it casts 16-bit gradients to fp32)."""
         n = math.prod(shape)
         if self.factored:
-            if len(shape) >= 2:
-                return (math.prod(shape[:-1]) + math.prod(shape[:-2]) * shape[-1]) * elem
-            return n * elem
+            return second_moment_numel(shape) * max(elem, 4)
         if self.blockwise_8bit:
             if n < OPTIM_8BIT_MIN_SIZE:
                 return self.moments * n * 4
@@ -89,10 +105,61 @@ OPTIMIZER_TABLE: dict[str, OptimizerSpec] = {
     "paged_adamw_32bit": OptimizerSpec("AdamW with fp32 moments paged between GPU and CPU memory", moments=2,
                                        fp32=True, gpu_only=True),
     "adafactor": OptimizerSpec("Adafactor: a row and a column vector of second moments per matrix", factored=True),
-    "sgd": OptimizerSpec("SGD without momentum (Trainer's default): no state at all"),
+    "sgd": OptimizerSpec("SGD: no state at momentum 0 (Trainer's default); one momentum buffer per parameter "
+                         "with momentum > 0", buffer_args=("momentum",)),
     "lion_8bit": OptimizerSpec("Lion: one momentum per parameter as blockwise 8-bit codes", moments=1,
                                blockwise_8bit=True),
     "lion_32bit": OptimizerSpec("Lion: one fp32 momentum per parameter", moments=1, fp32=True),
-    "rmsprop": OptimizerSpec("RMSprop (no momentum, not centered): one square average per parameter", moments=1),
+    "rmsprop": OptimizerSpec("RMSprop: one square average per parameter, plus a momentum buffer (momentum > 0) and "
+                             "a gradient average (centered)", moments=1, buffer_args=("momentum", "centered")),
 }
 """Every optimizer a chapter may compare, by its transformers ``OptimizerNames`` value."""
+
+
+def optimizer_spec(optim: str, optim_args: str = "") -> OptimizerSpec:
+    """The state ``optim`` keeps with ``optim_args`` (the ``TrainingArguments.optim_args``
+    string): its :data:`OPTIMIZER_TABLE` row with the buffers those arguments switch on."""
+    try:
+        spec = OPTIMIZER_TABLE[optim]
+    except KeyError:
+        raise ConfigError("optim", optim, f"one of {', '.join(OPTIMIZER_TABLE)}") from None
+    return spec.with_args(parse_optim_args(optim_args))
+
+
+OPTIM_ARGS_KEYS: dict[str, frozenset[str]] = {
+    "sgd": frozenset({"momentum", "dampening", "weight_decay", "nesterov"}),
+    "rmsprop": frozenset({"momentum", "alpha", "eps", "weight_decay", "centered"}),
+}
+"""The ``optim_args`` keys Trainer reads for each optimizer (transformers' ``_get_sgd`` and
+``_get_rmsprop``); every other optimizer in the table ignores ``optim_args``, so a key given
+to it would silently change nothing."""
+_BOOLEAN_OPTIM_ARGS = frozenset({"nesterov", "centered"})
+
+
+def parse_optim_args(text: str) -> dict[str, float | bool]:
+    """``"momentum=0.9,nesterov=true"`` -> ``{"momentum": 0.9, "nesterov": True}``: the
+    ``TrainingArguments.optim_args`` string read the way Trainer reads it. A ValueError names
+    the piece that is not ``key=value`` or whose value is not a number (or a boolean)."""
+    values: dict[str, float | bool] = {}
+    for piece in (p for p in text.replace(" ", "").split(",") if p):
+        key, sep, value = piece.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{piece!r} is not key=value")
+        if key in _BOOLEAN_OPTIM_ARGS:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{key}={value!r} is not true or false")
+            values[key] = value.lower() in ("true", "1", "yes")
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not a number") from None
+            if not math.isfinite(number) or number < 0:
+                raise ValueError(f"{key}={value!r} is not a finite number >= 0")
+            values[key] = number
+    return values
+
+
+def format_optim_args(values: dict[str, float | bool]) -> str:
+    """The one spelling of an ``optim_args`` dict: keys sorted, ``momentum=0.9`` not ``.90``."""
+    return ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else repr(float(v))}" for k, v in sorted(values.items()))

@@ -95,6 +95,25 @@ def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True,
     return fig
 
 
+def plot_eval_by_tokens(runs: Sequence[Run], ax: Axes | None = None, title: str = "Eval loss by tokens seen") -> Figure:
+    """Eval loss against the real training tokens read so far: runs at different batch sizes
+    take different numbers of steps for the same data, so steps would compare unlike things."""
+    fig, ax = _axes(ax)
+    for i, run in enumerate(runs):
+        seen, total = {0: 0}, 0
+        for row in run.history:
+            total += row.get("tokens", 0)
+            seen[row["step"]] = total
+        steps, loss = run.series("eval_loss")
+        ax.plot([seen.get(s, total) for s in steps], loss, "o-", color=f"C{i % 10}", label=_label(run, i), markersize=4)
+    ax.set_xlabel("training tokens seen")
+    ax.set_ylabel("eval loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def plot_metric(runs: Sequence[Run], key: str, ax: Axes | None = None, ylabel: str | None = None,
                 logy: bool = False) -> Figure:
     """Any per-step history key (learning_rate, grad_norm, weight_norm, tokens_per_second)."""

@@ -38,8 +38,8 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {
     "ci": Workload("ci", max_steps=6, per_device_train_batch_size=4, max_seq_length=96,
                    eval_steps=3, eval_size=8, exact_match_size=8),
-    "cpu": Workload("cpu", max_steps=80, per_device_train_batch_size=4, max_seq_length=96,
-                    eval_steps=20, eval_size=48, exact_match_size=48),
+    "cpu": Workload("cpu", max_steps=48, per_device_train_batch_size=4, max_seq_length=96,
+                    eval_steps=12, eval_size=48, exact_match_size=48),
     "gpu": Workload("gpu", max_steps=400, per_device_train_batch_size=16, max_seq_length=128,
                     eval_steps=50, eval_size=300, exact_match_size=300),
 }

@@ -17,9 +17,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+import bitsandbytes
 import torch
 import transformers
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .version import __version__
 from .config import RunConfig
@@ -52,6 +53,7 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,
         optim=config.optim,
+        optim_args=config.optim_args or None,
         adam_beta1=config.adam_beta1,
         adam_beta2=config.adam_beta2,
         max_grad_norm=config.max_grad_norm,
@@ -64,7 +66,7 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         eval_strategy="steps",
         eval_steps=config.eval_steps,
         logging_steps=1,
-        save_strategy="no",
+        **_early_stopping_arguments(config),
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -72,6 +74,16 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         use_cpu=not torch.cuda.is_available(),
         log_level="error",
     )
+
+
+def _early_stopping_arguments(config: RunConfig) -> dict[str, Any]:
+    """What ``EarlyStoppingCallback`` needs from TrainingArguments: a checkpoint saved at
+    every evaluation (weights only, safetensors, in the run's temporary folder) so that
+    ``load_best_model_at_end`` can end the run with the best one; nothing is saved otherwise."""
+    if not config.early_stopping_patience:
+        return {"save_strategy": "no"}
+    return dict(save_strategy="steps", save_steps=config.eval_steps, save_total_limit=1, save_only_model=True,
+                load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
 
 
 def training_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -86,7 +98,14 @@ def training_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim
     with tempfile.TemporaryDirectory() as out:
         args = training_arguments(config, out)
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
-    return cls([p for p in model.parameters() if p.requires_grad], **kwargs)
+    optimizer = cls([p for p in model.parameters() if p.requires_grad], **kwargs)
+    if "bitsandbytes" in str(cls) and kwargs.get("optim_bits") == 8:
+        # as Trainer.create_optimizer does: embeddings keep 32-bit state under 8-bit optimizers
+        manager = bitsandbytes.optim.GlobalOptimManager.get_instance()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                manager.register_module_override(module, "weight", {"optim_bits": 32})
+    return optimizer
 
 
 def count_tokens(batch: dict[str, torch.Tensor], pad_token_id: int) -> int:
@@ -266,11 +285,14 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
     run.metrics.update(parameters=total, trainable_parameters=trainable, data_sha256=data_sha256,
                        **{f"data_{k}": v for k, v in data.info.items()})
     recorder = Recorder(run, progress)
+    callbacks = list(callbacks)
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="ftlab-") as out:
         trainer = _FtlabTrainer(model=model, args=training_arguments(config, out), train_dataset=data.train,
                                 eval_dataset=data.validation, data_collator=data.collator,
-                                recorder=recorder, callbacks=list(callbacks), pad_token_id=tokenizer.pad_token_id)
+                                recorder=recorder, callbacks=callbacks, pad_token_id=tokenizer.pad_token_id)
         trainer.remove_callback(PrinterCallback)
         try:
             if cuda:
@@ -281,6 +303,10 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
                 trainer.train()
                 if run.evals[-1]["step"] != trainer.state.global_step:
                     trainer.evaluate()  # the curve always ends with the final model
+                if config.early_stopping_patience:
+                    run.metrics.update(stopped_step=trainer.state.global_step,
+                                       best_step=trainer.state.best_global_step,
+                                       stopped_early=trainer.state.global_step < config.max_steps)
             run.metrics["train_runtime"] = time.perf_counter() - started
             if cuda and run.memory is not None:
                 run.memory.cuda_peak = int(torch.cuda.max_memory_allocated())

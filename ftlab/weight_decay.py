@@ -18,7 +18,8 @@ Four things a learner needs to reason about a weight-decay sweep:
    steps the weights "remember" an update for. What matters is that time scale measured as a
    fraction of the run (:func:`timescale_fraction`). The "Power Lines" paper fits the best
    fraction as a power law in tokens per parameter, which turns into a weight-decay calculator
-   (:func:`power_lines_tau_opt`, :func:`weight_decay_for`, :func:`power_lines_batch_size`).
+   (:func:`power_lines_tau_opt`, :func:`weight_decay_for`). The same paper fits the best batch
+   size as a power law in the training tokens alone (:func:`batch_size_for`).
 
 Reference for part 4: Shane Bergsma, Nolan Dey, Gurpreet Gosal, Gavia Gray, Daria Soboleva,
 Joel Hestness (Cerebras), "Power Lines: Scaling Laws for Weight Decay and Batch Size in LLM
@@ -38,9 +39,9 @@ from .config import is_finite_number
 __all__ = [
     "adamw_step", "adam_l2_step", "decay_parameter_names", "no_decay_parameter_names", "weight_norm",
     "adamw_timescale", "timescale_fraction", "power_lines_tau_opt", "weight_decay_for",
-    "power_lines_batch_size", "NO_DECAY_NAME_PATTERNS", "NO_DECAY_LAYER_TYPES",
+    "batch_size_for", "batch_tokens_for", "NO_DECAY_NAME_PATTERNS", "NO_DECAY_LAYER_TYPES",
     "POWER_LINES_TAU_COEFF", "POWER_LINES_TAU_EXPONENT", "POWER_LINES_BATCH_COEFF",
-    "POWER_LINES_BATCH_EXPONENT",
+    "POWER_LINES_BATCH_EXPONENT", "POWER_LINES_SEQUENCE_LENGTH",
 ]
 
 
@@ -278,6 +279,8 @@ POWER_LINES_TAU_EXPONENT = -0.527
 #: Power Lines fit of the optimal batch size: B_opt = 0.0306 * D_tokens ** 0.383 (B in sequences).
 POWER_LINES_BATCH_COEFF = 0.0306
 POWER_LINES_BATCH_EXPONENT = 0.383
+#: Tokens per sequence in every Power Lines run, so the unit of B_opt's sequences.
+POWER_LINES_SEQUENCE_LENGTH = 2048
 
 
 def power_lines_tau_opt(tokens_per_parameter: float) -> float:
@@ -313,14 +316,25 @@ def weight_decay_for(batch_size: float, dataset_size: float, learning_rate: floa
     return b / (eta * tau * d)
 
 
-def power_lines_batch_size(tokens: float) -> float:
-    """Power Lines' optimal batch size ``B_opt = 0.0306 * D ** 0.383`` with ``D`` the total
-    training tokens. The result is a number of *sequences*: the paper fits B in sequences
-    and D in tokens at one fixed sequence length. With a very different sequence length, use it
-    only as a rough guide.
+def batch_size_for(tokens: float) -> float:
+    """Power Lines' optimal batch size ``B_opt = 0.0306 * D ** 0.383`` in **sequences** of
+    :data:`POWER_LINES_SEQUENCE_LENGTH` (2048) tokens, with ``D`` (``tokens``) the total
+    training tokens (Bergsma et al. 2025, fitted on pre-training runs of 2048-token sequences).
 
     B_opt depends on the amount of data only, not on model size: doubling the tokens makes the
-    best batch about ``2 ** 0.383 = 1.30`` times larger.
+    best batch about ``2 ** 0.383 = 1.30`` times larger. "Optimal" means: of the batch sizes
+    tried on the same ``D`` (each with its own tuned weight decay), the one that reached the
+    lowest loss.
+
+    With shorter sequences (fine-tuning examples are often a few hundred tokens) the fit says
+    nothing directly. Carrying it over as tokens per step (:func:`batch_tokens_for`) divided
+    by your sequence length is an assumption, not a result of the paper: use it as the centre
+    of a batch-size sweep, not as an answer.
     """
     d = _check_number("tokens", tokens)
     return POWER_LINES_BATCH_COEFF * d ** POWER_LINES_BATCH_EXPONENT
+
+
+def batch_tokens_for(tokens: float) -> float:
+    """:func:`batch_size_for` in tokens per optimizer step: ``B_opt * 2048``."""
+    return batch_size_for(tokens) * POWER_LINES_SEQUENCE_LENGTH

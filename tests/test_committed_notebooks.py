@@ -76,7 +76,19 @@ def test_committed_notebook_outputs_read_well(path: Path) -> None:
 
 
 def test_there_are_notebooks_to_check() -> None:
-    assert len(NOTEBOOKS) >= 7
+    assert len(NOTEBOOKS) >= 9
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_notebooks_pin_no_profile(path: Path) -> None:
+    """A papermill-injected ``PROFILE = "cpu"`` cell left in a committed chapter would make
+    nbval in CI (``FTLAB_PROFILE=ci``) train the laptop workload: the chapter's own
+    parameters cell must be the only one, with ``PROFILE = None``."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    injected = [i for i, c in enumerate(cells) if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    assert not injected, f"{path.name}: cell {injected} holds papermill's injected parameters; strip it"
+    parameters = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(parameters) == 1 and "PROFILE = None" in "".join(parameters[0]["source"])
 
 
 def _notebook(*outputs: dict[str, Any]) -> dict[str, Any]:

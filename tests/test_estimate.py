@@ -93,6 +93,47 @@ def test_tiny_prediction_matches_measurement(overrides):
     _assert_close(estimate(cfg), measured)
 
 
+CHAPTER_07_OPTIMIZERS = [
+    pytest.param("adamw_torch", "", id="adamw_torch"),
+    pytest.param("adafactor", "", id="adafactor"),
+    pytest.param("lion_32bit", "", id="lion_32bit"),
+    pytest.param("lion_8bit", "", id="lion_8bit"),
+    pytest.param("sgd", "momentum=0.9", id="sgd-momentum"),
+    pytest.param("sgd", "momentum=0.9,nesterov=true", id="sgd-nesterov"),
+    pytest.param("adamw_8bit", "", id="adamw_8bit"),
+    pytest.param("rmsprop", "momentum=0.9", id="rmsprop-momentum"),
+    pytest.param("rmsprop", "centered=true", id="rmsprop-centered"),
+    pytest.param("rmsprop", "momentum=0.5,centered=true", id="rmsprop-momentum-centered"),
+]
+
+
+@pytest.mark.parametrize("optim, optim_args", CHAPTER_07_OPTIMIZERS)
+@pytest.mark.parametrize("overrides", [pytest.param(dict(lora_r=0), id="full"),
+                                       # r=8 on all seven projections: up/gate/down's B or A reach bitsandbytes'
+                                       # 4096-value threshold, so 8-bit optimizers keep both 8-bit and fp32 state
+                                       pytest.param(dict(lora_r=8, lora_target_modules=("all-linear",)), id="lora")])
+def test_every_optimizer_chapter_07_compares_is_priced_to_the_byte(optim, optim_args, overrides):
+    cfg = RunConfig(model="tiny", per_device_train_batch_size=2, max_seq_length=32, optim=optim, optim_args=optim_args,
+                    **overrides)
+    measured, _ = _measure(cfg)
+    predicted = estimate(cfg)
+    assert predicted.optimizer == measured.optimizer > 0
+    _assert_close(predicted, measured)
+
+
+def test_optim_args_buffers_cost_one_moment_each():
+    """SGD's momentum buffer and RMSprop's momentum and centering buffers are each one more
+    parameter-sized tensor; momentum=0 keeps none."""
+    base = RunConfig(model="tiny", lora_r=0)
+    n = count_parameters(load_model(base)[0])[0]
+    cost = {args: estimate(base.replace(optim="sgd", optim_args=args)).optimizer
+            for args in ("", "momentum=0.0", "momentum=0.9", "momentum=0.9,dampening=0.1")}
+    assert cost == {"": 0, "momentum=0.0": 0, "momentum=0.9": 4 * n, "momentum=0.9,dampening=0.1": 4 * n}
+    rmsprop = [estimate(base.replace(optim="rmsprop", optim_args=a)).optimizer
+               for a in ("", "momentum=0.9", "momentum=0.9,centered=true", "centered=false")]
+    assert rmsprop == [4 * n, 8 * n, 12 * n, 4 * n]
+
+
 SMOLLM2_CASES = [
     pytest.param(dict(), 2, 48, id="smollm2-lora"),
     pytest.param(dict(gradient_checkpointing=True), 2, 48, id="smollm2-lora-ckpt"),
@@ -132,6 +173,10 @@ def test_8bit_row_scales_are_weights_before_and_after_the_first_forward():
 
 
 @pytest.mark.parametrize("overrides", [pytest.param(dict(lora_r=0), id="full"),
+                                       pytest.param(dict(lora_r=0, optim="adafactor"), id="full-adafactor"),
+                                       pytest.param(dict(lora_r=0, optim="sgd", optim_args="momentum=0.9"),
+                                                    id="full-sgd-momentum"),
+                                       pytest.param(dict(lora_r=0, optim="lion_32bit"), id="full-lion"),
                                        pytest.param(dict(lora_r=4, lora_target_modules=("all-linear",)), id="lora"),
                                        pytest.param(dict(lora_r=4, load_in_4bit=True), id="qlora")])
 def test_bf16_weights_as_fits_table_assumes(overrides):
@@ -220,3 +265,13 @@ def test_every_optimizer_a_config_accepts_is_priced(optim):
     left without a price; paged ones too (predicting needs no GPU)."""
     optimizer = estimate(RunConfig(model="tiny", lora_r=0, optim=optim)).optimizer
     assert optimizer == 0 if optim == "sgd" else optimizer > 0
+
+
+@pytest.mark.parametrize("optim", ["adamw_8bit", "lion_32bit", "adafactor"])
+def test_the_trainers_own_optimizer_state_is_predicted(optim, tiny_config, tmp_path):
+    """What Trainer really builds, measured inside a run: for 8-bit optimizers it keeps the
+    embedding's state in 32 bits (its bitsandbytes override), which the predictor knows."""
+    from ftlab import train
+    cfg = tiny_config.replace(optim=optim, max_steps=1, eval_steps=1, exact_match_size=0)
+    run = train(cfg, runs_dir=tmp_path, progress=False)
+    assert run.memory.optimizer == estimate(cfg).optimizer

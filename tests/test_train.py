@@ -252,3 +252,27 @@ def test_a_good_model_folder_passes_and_lora_targets_match_like_peft(tmp_path, t
         models.check_lora_targets(model, tiny_config.replace(lora_r=4, lora_target_modules=targets))
     with pytest.raises(ModelError, match="names 'q_prj', which model 'tiny' does not have"):
         models.check_lora_targets(model, tiny_config.replace(lora_r=4, lora_target_modules=["q_proj", "q_prj"]))
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
+    """Trainer's EarlyStoppingCallback on a 32-example split that the pretrained tiny base
+    overfits within a few epochs: the run stops ``patience`` evaluations after its best one."""
+    cfg = RunConfig(model="tiny-pretrained", lora_r=0, learning_rate=3e-3, system_prompt="", max_seq_length=256,
+                    per_device_train_batch_size=8, exact_match_size=0, train_size=32, max_steps=80, eval_steps=4,
+                    eval_size=32, early_stopping_patience=2)
+    run = train(cfg, runs_dir=tmp_path, progress=False)
+    m = run.metrics
+    assert m["stopped_early"] and m["stopped_step"] < cfg.max_steps
+    assert m["stopped_step"] == m["best_step"] + cfg.early_stopping_patience * cfg.eval_steps
+    best = min(run.evals, key=lambda e: e["eval_loss"])
+    assert best["step"] == m["best_step"] and m["best_eval_loss"] == best["eval_loss"]
+    assert all(e["eval_loss"] >= best["eval_loss"] for e in run.evals if e["step"] > m["best_step"])
+
+
+def test_sgd_momentum_reaches_the_optimizer(tiny_config):
+    """optim_args travels to Trainer: SGD with momentum keeps one buffer per parameter."""
+    from ftlab.train import training_optimizer
+    model, _ = models.load_model(tiny_config.replace(optim="sgd"))
+    plain = training_optimizer(tiny_config.replace(optim="sgd"), model)
+    moving = training_optimizer(tiny_config.replace(optim="sgd", optim_args="momentum=0.9"), model)
+    assert plain.defaults["momentum"] == 0 and moving.defaults["momentum"] == 0.9

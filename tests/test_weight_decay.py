@@ -10,7 +10,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
 from ftlab.weight_decay import (adam_l2_step, adamw_step, adamw_timescale, decay_parameter_names,
-                                no_decay_parameter_names, power_lines_batch_size, power_lines_tau_opt,
+                                no_decay_parameter_names, power_lines_tau_opt,
                                 timescale_fraction, weight_decay_for, weight_norm)
 
 LR = 1e-2
@@ -213,12 +213,6 @@ def test_power_lines_weight_decay():
     assert timescale_fraction(4e-4, lam, 3_183_840 / 96) == pytest.approx(power_lines_tau_opt(20))
 
 
-def test_power_lines_batch_size():
-    # ln(3,260,252,160) = ln 3.26025216 + 9 ln 10 = 1.181805 + 20.723266 = 21.905070
-    # * 0.383 = 8.389642; exp(8.389642) = 4401.24; * 0.0306 = 134.68 sequences
-    assert power_lines_batch_size(3_260_252_160) == pytest.approx(134.7, abs=0.05)
-
-
 @pytest.mark.parametrize("kwargs, bad", [
     (dict(batch_size=0, dataset_size=1e6, learning_rate=1e-3, tokens_per_parameter=20), "batch_size"),
     (dict(batch_size=8, dataset_size=-1, learning_rate=1e-3, tokens_per_parameter=20), "dataset_size"),
@@ -231,8 +225,6 @@ def test_power_lines_rejects_bad_inputs(kwargs, bad):
         weight_decay_for(**kwargs)
 
 
-def test_power_lines_batch_size_rejects_bad_tokens():
-    with pytest.raises(ValueError, match="tokens"):
-        power_lines_batch_size(0)
+def test_power_lines_tau_opt_rejects_bad_tokens_per_parameter():
     with pytest.raises(ValueError, match="tokens_per_parameter"):
         power_lines_tau_opt(-5)

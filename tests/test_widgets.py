@@ -303,3 +303,21 @@ def test_the_chapters_runs_are_shown_from_the_start_and_a_press_adds_to_them(sma
 def panels_png(pg, name):
     """The PNG the Playground's panel ``name`` shows for its runs now."""
     return playground_module.png(pg.figure(name))
+
+
+def test_epochs_knob_sets_steps_from_the_split_and_the_batch(tiny_config, tmp_path):
+    """Epochs are steps per pass (ceil(train_size / effective batch)) times epochs, recomputed
+    when the batch knobs move, with one evaluation per epoch."""
+    from ftlab.widgets import Epochs
+    base = tiny_config.replace(train_size=50, per_device_train_batch_size=8, max_steps=14)  # 7 steps/epoch: 2 epochs
+    pg = Playground(base, [Epochs(1, 8), Slider("per_device_train_batch_size", 2, 16, 2),
+                           Slider("gradient_accumulation_steps", 1, 4, 1)], runs_dir=tmp_path)
+    assert pg.values()["max_steps"] == 2 and pg.label == "base"
+    assert (pg.config().max_steps, pg.config().eval_steps) == (14, 7)
+    pg.set(max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert (pg.config().max_steps, pg.config().eval_steps) == (21, 7)
+    pg.set(per_device_train_batch_size=16, gradient_accumulation_steps=1)
+    assert (pg.config().max_steps, pg.config().eval_steps) == (12, 4)
+    assert pg.label == "3 epochs, bs=16"
+    with pytest.raises(ConfigError, match="train_size"):
+        Playground(tiny_config, [Epochs(1, 8)], runs_dir=tmp_path)

@@ -94,6 +94,7 @@ class Setup:
     ``autocast``: bf16 autocast over fp32 weights, as Trainer's ``bf16=True`` does.
     ``quant``: ``None``, ``"nf4"`` or ``"int8"`` for the frozen base linears (QLoRA).
     ``lora_dtype``: peft creates adapters in fp32 (it upcasts them on a bf16 base).
+    ``optim_args``: the run's ``optim_args`` string; SGD's and RMSprop's extra buffers depend on it.
     ``optim_state_bytes``: force the bytes per element of AdamW-style moments (fits_table's
     fp32 moments over bf16 weights); ``None`` means "same dtype as the parameter", which is
     what ``torch.optim.AdamW`` does.
@@ -110,6 +111,7 @@ class Setup:
     autocast: bool = False
     lora_dtype: str = "float32"
     optim: str = "adamw_torch"
+    optim_args: str = ""
     optim_state_bytes: int | None = None
     gradient_checkpointing: bool = False
     device: str = "cpu"

@@ -20,7 +20,7 @@ Llama/Qwen2-like config you pass (hypothetical sizes included). What fits on whi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from transformers import AutoConfig
@@ -28,7 +28,7 @@ from transformers import AutoConfig
 from ..config import RunConfig
 from ..errors import ModelNotFoundError
 from ..models import resolve_model
-from ..optimizers import OPTIMIZER_TABLE
+from ..optimizers import optimizer_spec
 from ..quant import ABSMAX_BLOCKSIZE, NF4_BLOCKSIZE, NF4_CODE, dynamic_8bit_code
 from .activations import activation_bytes
 from .architecture import Architecture, Setup, resolve_lora_targets
@@ -125,12 +125,15 @@ def _gradient_bytes(params: list[_Param]) -> int:
 
 def _optimizer_bytes(params: list[_Param], setup: Setup) -> int:
     """Optimizer state for the trainable parameters, priced per ``setup.optim`` by its row of
-    :data:`~ftlab.optimizers.OPTIMIZER_TABLE` (the table's docstring says what each keeps)."""
-    try:
-        spec = OPTIMIZER_TABLE[setup.optim]
-    except KeyError:
-        raise ValueError(f"optimizer {setup.optim!r}: estimate knows {', '.join(OPTIMIZER_TABLE)}") from None
-    return sum(spec.state_bytes(p.shape, p.elem, setup.optim_state_bytes) for p in params if p.trainable)
+    :data:`~ftlab.optimizers.OPTIMIZER_TABLE` (the table's docstring says what each keeps),
+    with the buffers ``setup.optim_args`` switch on (SGD's momentum, RMSprop's momentum and
+    centering)."""
+    spec = optimizer_spec(setup.optim, setup.optim_args)
+    # Trainer keeps a trainable embedding's state in 32 bits under an 8-bit optimizer (its
+    # bitsandbytes override for nn.Embedding): 8-bit codes hurt rarely-updated rows most
+    embedding = replace(spec, blockwise_8bit=False, fp32=True) if spec.blockwise_8bit else spec
+    return sum((embedding if p.name == "embed_tokens" else spec).state_bytes(p.shape, p.elem, setup.optim_state_bytes)
+               for p in params if p.trainable)
 
 
 def breakdown(arch: Architecture, setup: Setup, batch: int, seq: int) -> MemoryBreakdown:
@@ -168,7 +171,8 @@ def setup_for(config: RunConfig, *, device: str = "cpu", dtype: str = "float32")
                  lora_dropout=config.lora_dropout if config.is_lora else 0.0,
                  quant="nf4" if config.load_in_4bit else "int8" if config.load_in_8bit else None,
                  double_quant=config.bnb_4bit_use_double_quant, dtype=dtype, autocast=config.bf16,
-                 optim=config.optim, gradient_checkpointing=config.gradient_checkpointing, device=device)
+                 optim=config.optim, optim_args=config.optim_args, gradient_checkpointing=config.gradient_checkpointing,
+                 device=device)
 
 
 def estimate(config: RunConfig, *, seq_len: int | None = None, model_config: Any = None,
@@ -178,7 +182,7 @@ def estimate(config: RunConfig, *, seq_len: int | None = None, model_config: Any
     Args:
         config: the run. Used: ``model`` (unless ``model_config`` is given), ``lora_r``,
             ``lora_target_modules``, ``lora_dropout``, ``load_in_4bit``/``load_in_8bit``,
-            ``bnb_4bit_use_double_quant``, ``optim``, ``per_device_train_batch_size``,
+            ``bnb_4bit_use_double_quant``, ``optim``, ``optim_args``, ``per_device_train_batch_size``,
             ``max_seq_length``, ``gradient_checkpointing`` and ``bf16`` (autocast).
         seq_len: tokens per sequence (default ``config.max_seq_length``). Predict the step
             as ``measure_training_step`` sees a batch of this length, no padding.
@@ -195,7 +199,7 @@ def estimate(config: RunConfig, *, seq_len: int | None = None, model_config: Any
         * weights: fp32 base (``load_model`` loads fp32) or NF4/int8 base linears with their
           quantization constants, dense embedding/norms, plus fp32 LoRA ``A``/``B``;
         * gradients: 4 bytes per trainable parameter (all of them, or only LoRA's);
-        * optimizer: per ``config.optim`` (see :mod:`ftlab.optimizers`);
+        * optimizer: per ``config.optim`` and ``config.optim_args`` (see :mod:`ftlab.optimizers`);
         * activations: what autograd saves (see :mod:`ftlab.memory.activations`); with gradient
           checkpointing only the checkpointed layers' inputs plus the final norm and loss.
 

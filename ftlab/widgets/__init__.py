@@ -10,10 +10,12 @@ their widgets), ``panels`` (the plots), ``playground`` and ``memory_predictor``.
     pg                      # the widget
     pg.set(learning_rate=1e-3, lr_scheduler_type="cosine"); run = pg.run()
 """
-from .controls import Dropdown, Knob, LogSlider, Slider, Toggle
+from .controls import Dropdown, Epochs, Knob, LogSlider, Slider, Toggle
+from .class_study import ClassStudy
 from .memory_predictor import MemoryPredictor
 from .panels import PANELS
 from .playground import LiveLossCallback, Playground
+from .search_widget import SearchWidget
 
-__all__ = ["Playground", "LogSlider", "Slider", "Dropdown", "Toggle", "Knob", "LiveLossCallback", "MemoryPredictor",
-           "PANELS"]
+__all__ = ["Playground", "LogSlider", "Slider", "Dropdown", "Toggle", "Epochs", "Knob", "LiveLossCallback", "MemoryPredictor",
+           "PANELS", "SearchWidget", "ClassStudy"]

@@ -243,6 +243,14 @@ class Knob(ABC):
     def _build(self, initial: Any, base: RunConfig, style: dict[str, str]) -> _Control:
         """The live control for this knob, starting at ``initial``."""
 
+    def base_value(self, base: RunConfig) -> Any:
+        """The value this knob shows for ``base`` (its field's value, for most knobs)."""
+        return getattr(base, self.field)
+
+    def resolve(self, value: Any, values: Mapping[str, Any], base: RunConfig) -> dict[str, Any]:
+        """The RunConfig fields this knob's shown ``value`` sets, given the other knobs' ``values``."""
+        return {self.field: value}
+
     def short_name(self) -> str:
         """The knob's name in a run label: its own label, else a short form of the field."""
         return self.label or SHORT_NAMES.get(self.field, self.field)
@@ -304,6 +312,51 @@ class Slider(Knob):
 
     def _build(self, initial: Any, base: RunConfig, style: dict[str, str]) -> _Control:
         return _LinearControl(self, initial, self.label or self.field, style)
+
+
+@dataclass(frozen=True)
+class Epochs(Knob):
+    """Passes over the training split, shown as a whole number and set as ``max_steps``.
+
+    RunConfig counts optimizer steps; a learner thinks in epochs. Steps per epoch are
+    ``ceil(train_size / effective batch)``, so the knob needs a fixed ``train_size`` in the
+    base config and recomputes ``max_steps`` (and evaluates once per epoch, ``eval_steps``)
+    whenever the batch-size or accumulation knob moves.
+    """
+
+    min: int = 1
+    max: int = 10
+    value: int | None = None
+    label: str | None = "epochs"
+    field: str = "max_steps"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.min, int) and isinstance(self.max, int) and 1 <= self.min < self.max):
+            raise ValueError(f"Epochs: need whole numbers 1 <= min < max, got min={self.min!r}, max={self.max!r}")
+
+    @staticmethod
+    def steps_per_epoch(values: Mapping[str, Any], base: RunConfig) -> int:
+        """Optimizer steps in one pass over ``base.train_size`` examples at the knobs' batch size."""
+        if not base.train_size:
+            raise ConfigError("train_size", base.train_size, "a fixed training split (train_size > 0) in the base "
+                                                              "config: the Epochs knob turns epochs into steps with it")
+        batch = values.get("per_device_train_batch_size", base.per_device_train_batch_size)
+        accumulation = values.get("gradient_accumulation_steps", base.gradient_accumulation_steps)
+        return math.ceil(base.train_size / (batch * accumulation))
+
+    def base_value(self, base: RunConfig) -> int:
+        return max(1, round(base.max_steps / self.steps_per_epoch({}, base)))
+
+    def resolve(self, value: Any, values: Mapping[str, Any], base: RunConfig) -> dict[str, Any]:
+        per_epoch = self.steps_per_epoch(values, base)
+        return {"max_steps": value * per_epoch, "eval_steps": per_epoch}
+
+    def _build(self, initial: Any, base: RunConfig, style: dict[str, str]) -> _Control:
+        return _LinearControl(Slider(self.field, self.min, self.max, 1, label=self.label), initial,
+                              self.label or "epochs", style)
+
+    def describe(self, value: Any, control: _Control) -> str:
+        return f"{value} epoch{'' if value == 1 else 's'}"
 
 
 @dataclass(frozen=True)
@@ -379,10 +432,10 @@ def build_controls(base: RunConfig, knobs: Sequence[Knob], style: dict[str, str]
             raise ConfigError(knob.field, knob.value, "one knob per field: this field has two")
         if knob.field not in _FIELDS:
             base.replace(**{knob.field: knob.value})  # raises ConfigError with a 'did you mean' hint
-        initial = getattr(base, knob.field) if knob.value is None else knob.value
+        initial = knob.base_value(base) if knob.value is None else knob.value
         if initial is None and not isinstance(knob, Dropdown):  # a dropdown may offer None ("off")
             raise ConfigError(knob.field, None, f"a start value: the base config has None here, so give "
                                                 f"{type(knob).__name__}(..., value=...)")
-        base.replace(**{knob.field: initial})  # the starting point must itself be a valid config
+        base.replace(**knob.resolve(initial, {}, base))  # the starting point must itself be a valid config
         controls[knob.field] = knob._build(initial, base, style)
     return controls

@@ -65,10 +65,16 @@ class MemoryPredictor:
         """The input widgets, in the order shown."""
         for control in self.controls:
             control.observe(lambda change: self.redraw(), names="value")
+        # stable CSS classes: what the browser tests (tests/browser) and a learner's own CSS select by
+        for name in ("model", "method", "batch", "seq_len", "checkpointing", "optim", "bf16"):
+            getattr(self, name).add_class("ftlab-memory-control").add_class(f"ftlab-memory-{name}")
+        self.image.add_class("ftlab-memory-plot")
+        self.summary.add_class("ftlab-memory-summary")
         # the controls column never shrinks; the plot column takes the rest and wraps its summary
         self.widget = widgets.HBox([widgets.VBox(self.controls, layout=widgets.Layout(flex="0 0 auto")),
                                     widgets.VBox([self.image, self.summary],
                                                  layout=widgets.Layout(flex="1 1 auto", min_width="0"))])
+        self.widget.add_class("ftlab-memory-predictor")
         self.redraw()
 
     def config(self) -> RunConfig:

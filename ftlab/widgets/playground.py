@@ -40,6 +40,10 @@ from .panels import check_panels, loss_figure, memory_figure, panel_figure, png,
 _COLORS = {"info": "#555", "busy": "#1f5fbf", "ok": "#1a7f37", "warn": "#b35900", "error": "#c62828"}
 """Status-line colour per kind of message."""
 
+KNOB_VALUE_WIDTH = 220
+"""Pixels a knob's slider and readout, or dropdown, get beside its description: ipywidgets' own
+(a 300 px control with an 80 px description)."""
+
 TABLE_METRICS = ("final_train_loss", "final_eval_loss", "exact_match", "seconds_per_step")
 """The final metrics the Playground's table shows, read by ``sweep.metric_rows``."""
 
@@ -216,6 +220,22 @@ class Playground:
         self._images = {name: widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
                         for name in self.panels}
         self._table = widgets.HTML()
+        # stable CSS classes: what the browser tests (tests/browser) and a learner's own CSS select by
+        self.button.add_class("ftlab-run")
+        self.label_box.add_class("ftlab-label")
+        self._status.add_class("ftlab-status")
+        self._table.add_class("ftlab-table")
+        for name, image in self._images.items():
+            image.add_class("ftlab-panel").add_class(f"ftlab-panel-{name}")
+        for field, control in self._controls.items():
+            control.input.add_class("ftlab-knob").add_class(f"ftlab-knob-{field}")
+        # every knob keeps ipywidgets' usual room for its value beside the shared description: at the
+        # default 300 px in all, a long field name (per_device_train_batch_size: 199 px) left a slider
+        # track of 5 px and cut a dropdown's options ("adamw_tor")
+        width = f"{int(style['description_width'].removesuffix('px')) + KNOB_VALUE_WIDTH}px"
+        for control in self._controls.values():
+            if not isinstance(control.input, widgets.Checkbox):
+                control.input.layout.width = width
 
     def _layout(self) -> widgets.VBox:
         """Title, knobs, label and button, status, the panels side by side (wrapping), table."""
@@ -226,7 +246,7 @@ class Playground:
             self._status,
             widgets.HBox(list(self._images.values()), layout=widgets.Layout(flex_flow="row wrap")),
             self._table,
-        ])
+        ]).add_class("ftlab-playground")
 
     # --- values -------------------------------------------------------------------------
     @property
@@ -250,8 +270,13 @@ class Playground:
         return self
 
     def config(self) -> RunConfig:
-        """The RunConfig the widgets describe now (ConfigError if RunConfig rejects a value)."""
-        return self.base.replace(**self.values())
+        """The RunConfig the widgets describe now (ConfigError if RunConfig rejects a value);
+        a knob shown in other units (``Epochs``) sets the fields it stands for."""
+        values = self.values()
+        fields: dict[str, Any] = {}
+        for knob in self.knobs:
+            fields.update(knob.resolve(values[knob.field], values, self.base))
+        return self.base.replace(**fields)
 
     def default_label(self) -> str:
         """'lr=1e-3, cosine': the knobs that differ from the base config, or 'base'."""
@@ -259,7 +284,7 @@ class Playground:
         for knob in self.knobs:
             control = self._controls[knob.field]
             value = control.get()
-            if value != getattr(self.base, knob.field):
+            if value != knob.base_value(self.base):
                 parts.append(knob.describe(value, control))
         return ", ".join(parts) or "base"
 
