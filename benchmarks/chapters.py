@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import papermill
 
 from ftlab.storage import write_json_atomic
@@ -40,13 +41,24 @@ def run_chapter(notebook: Path, output: Path, profile: str) -> float:
             started = time.perf_counter()
             papermill.execute_notebook(str(notebook), str(output), parameters={"PROFILE": profile}, kernel_name="python3",
                                        cwd=str(NOTEBOOKS), progress_bar=False)
-            return time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            strip_injected_parameters(output)
+            return seconds
         finally:
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+def strip_injected_parameters(path: Path) -> None:
+    """Drop papermill's ``PROFILE = "cpu"`` cell from an executed chapter: committed, it would
+    pin nbval in CI (``FTLAB_PROFILE=ci``) to the laptop workload. The outputs stay the cpu
+    run's; the chapter's own parameters cell (``PROFILE = None``) decides at the next run."""
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nbformat.write(nb, path)
 
 
 def main() -> None:
