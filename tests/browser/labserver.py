@@ -47,6 +47,18 @@ CRITICAL records and tracebacks. Read before the server is stopped, whose last r
 CRITICAL 'received signal 15, stopping'."""
 
 
+def _error_end(lines: list[str], start: int, most: int = 40) -> int:
+    """Where the error record starting at ``lines[start]`` ends: after the first unindented line
+    that follows an indented one (a traceback's exception line), or after ``most`` lines."""
+    indented = False
+    for i in range(start + 1, min(len(lines), start + most)):
+        if lines[i].startswith((" ", "\t")):
+            indented = True
+        elif indented:
+            return i + 1
+    return min(len(lines), start + (most if indented else 1))
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (the server is told not to try another one)."""
     with socket.socket() as s:
@@ -175,8 +187,11 @@ class LabServer:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
     def log_errors(self) -> list[str]:
-        """Lines of the server log that report an error (see SERVER_ERROR)."""
-        return [line for line in self.log().splitlines() if SERVER_ERROR.search(line)]
+        """Each error the server log reports (see SERVER_ERROR), with the lines that explain it:
+        the line before it and a traceback up to its exception line, so a failure in CI says what
+        went wrong."""
+        lines = self.log().splitlines()
+        return ["\n".join(lines[max(0, i - 1):_error_end(lines, i)]) for i, line in enumerate(lines) if SERVER_ERROR.search(line)]
 
     def page_url(self, notebook: str, workspace: str) -> str:
         """A notebook in a workspace of its own (``?reset``: no layout restored from earlier tests)."""

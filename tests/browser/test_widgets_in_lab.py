@@ -321,4 +321,5 @@ def test_memory_predictor(page, lab, timings):
 def test_no_errors_in_console_or_server_log(lab, all_console_errors):
     """Every page's console (checked per test too) and the server's log, kernels included."""
     assert all_console_errors == []
-    assert lab.log_errors() == []
+    errors = lab.log_errors()
+    assert errors == [], "the server log reports:\n" + "\n---\n".join(errors)
