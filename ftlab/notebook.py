@@ -10,6 +10,7 @@ off inside a Jupyter kernel; ftlab's own training progress is plain printed line
 """
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from typing import Any
@@ -42,10 +43,13 @@ def quiet_libraries() -> None:
     ``warnings`` still show, but one: peft reads transformers' deprecated
     ``is_gradient_checkpointing`` property whenever LoRA is added, a warning between two
     libraries that a learner can do nothing about. The libraries' info and warning log
-    lines do not show.
+    lines do not show. That includes bitsandbytes' warning, on CPUs with AVX512-BF16, that it
+    could not fetch a faster 4-bit kernel from the Hub (the ``kernels`` package, which downloads
+    code at run time): it falls back to its own kernel, which is what every other CPU runs.
     """
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # set before bitsandbytes is imported too

@@ -181,6 +181,20 @@ def test_a_kernel_saves_no_progress_bars_and_two_lines_per_training_run(tmp_path
     assert _text(shown["data"]["text/plain"]).startswith("MemoryPredictor: smollm2-135m lora")
 
 
+FAKE_KERNEL = ("from IPython.core.interactiveshell import InteractiveShell\n"
+               "InteractiveShell.instance().kernel = 'a kernel'\n")
+"""A process that ``ftlab.notebook.in_jupyter_kernel`` takes for a Jupyter kernel."""
+
+
+def test_in_a_kernel_import_ftlab_quiets_bitsandbytes_before_importing_it() -> None:
+    # on CPUs with AVX512-BF16, importing bitsandbytes logs that it could not fetch a Hub kernel
+    code = FAKE_KERNEL + ("import logging, ftlab, bitsandbytes\n"
+                          "print(logging.getLogger('bitsandbytes.backends.cpu.ops').isEnabledFor(logging.WARNING))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False"]
+    assert "kernels-community" not in done.stderr, done.stderr
+
+
 QUIET_CHECK = "import datasets, transformers; print(datasets.is_progress_bar_enabled(), " \
               "transformers.utils.logging.is_progress_bar_enabled(), transformers.utils.logging.get_verbosity())"
 
