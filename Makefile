@@ -24,6 +24,12 @@ LAB_ARGS ?=
 # browser tests skip, saying why.
 CHROMIUM := /usr/bin/chromium
 
+# nbval trains every chapter's `ci` runs into a run cache of its own, emptied first so each `make test` trains
+# them again and the learner's ~/.cache/ftlab/runs is never touched; the browser tests start from a copy of it.
+CI_RUNS := $(VENV)/ci-runs
+NBVAL   := rm -rf $(CI_RUNS) && FTLAB_PROFILE=ci FTLAB_RUNS=$(CI_RUNS) $(BIN)/python -m pytest -q --nbval-lax \
+           -p no:cacheprovider $(NOTEBOOKS)
+
 .PHONY: setup lab trust demo test unit notebooks browser chromium postgresql benchmark clean
 
 setup: $(STAMP)
@@ -63,14 +69,14 @@ demo: setup
 ## real JupyterLab in headless Chromium (tests/browser, about 5 minutes on 2 cores).
 test: setup chromium postgresql
 	$(BIN)/python -m pytest -q --ignore=tests/browser tests
-	FTLAB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+	$(NBVAL)
+	FTLAB_BROWSER_RUNS=$(CI_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
 
 unit: setup postgresql
 	$(BIN)/python -m pytest -q --ignore=tests/browser tests
 
 browser: setup chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+	FTLAB_BROWSER_RUNS=$(CI_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
 
 ## Debian's chromium for the browser tests: apt-get as root; otherwise one line saying the tests will skip.
 chromium:
@@ -100,7 +106,7 @@ postgresql:
 	fi
 
 notebooks: setup
-	FTLAB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	$(NBVAL)
 
 benchmark: setup
 	$(BIN)/python benchmarks/overhead.py

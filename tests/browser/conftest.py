@@ -106,7 +106,13 @@ def browser(timings):
 @pytest.fixture(scope="session")
 def lab(browser, tmp_path_factory, timings):
     """JupyterLab on 127.0.0.1 (random port, a token) over temporary notebook copies, FTLAB_PROFILE=ci,
-    a temporary run cache and Jupyter folders; stopped by its process id at the end."""
+    a temporary run cache and Jupyter folders; stopped by its process id at the end.
+
+    With ``FTLAB_BROWSER_RUNS`` naming a run cache (``make test`` names the one nbval has just
+    filled with the same ``ci`` runs), the temporary cache starts as a copy of it: Run All then
+    replays the chapter's runs from the cache, as it does for a learner who opens a chapter a
+    second time, and only the Playground's presses train. Without it, Run All trains everything
+    (about two minutes more)."""
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
@@ -118,6 +124,10 @@ def lab(browser, tmp_path_factory, timings):
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         nb = parameterize_notebook(load_notebook_node(str(path)), {"PROFILE": "ci"})
         nbformat.write(nb, server.notebooks / "ci" / path.name)
+    seeded = os.environ.get("FTLAB_BROWSER_RUNS", "")
+    if seeded and Path(seeded).is_dir():  # `make test`: the runs nbval just trained, copied (never written)
+        shutil.copytree(seeded, root / "runs")
+        timings.record("session", runs_copied_from=seeded)
     started = time.perf_counter()
     server.start()
     timings.record("session", server_start_s=time.perf_counter() - started)
