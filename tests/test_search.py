@@ -188,3 +188,21 @@ def test_tune_search_says_how_to_get_ray_when_it_is_missing(small, monkeypatch):
                         lambda name, *a: None if name.startswith("ray") else real(name, *a))
     with pytest.raises(SearchError, match=r"needs Ray Tune, which is not installed: pip install 'ftlab\[scale\]'"):
         tune_search(small, LR)
+
+
+def test_a_fresh_sqlite_storage_opens_while_another_process_creates_its_tables(tmp_path, monkeypatch):
+    # the loser of two processes creating studies.db at once gets IntegrityError on the schema
+    # version row; it waits for the winner and opens the finished database
+    import sqlalchemy.exc
+    from ftlab.search import study as study_module
+    real, calls = study_module.RDBStorage, []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(study_module, "RDBStorage", racing)
+    storage = study_module.open_storage(None, tmp_path)
+    assert isinstance(storage, real) and len(calls) == 2

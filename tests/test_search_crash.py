@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ftlab.search import search
-from ftlab.search.study import default_storage_url
+from ftlab.search.study import default_storage_url, open_storage
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -38,10 +38,12 @@ def test_a_search_killed_mid_trial_resumes_and_loses_only_that_trial(tiny_config
                             env={**os.environ, "FTLAB_RUNS": str(runs)}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline, storage = time.monotonic() + 240, None
         while time.monotonic() < deadline and proc.poll() is None:
-            studies = optuna.get_all_study_summaries(url) if (runs / "studies.db").exists() else []
-            trials = optuna.load_study(study_name=studies[0].study_name, storage=url).trials if studies else []
+            if storage is None and (runs / "studies.db").exists():
+                storage = open_storage(url)  # ftlab's opening: safe while the search creates the tables
+            studies = optuna.get_all_study_summaries(storage) if storage else []
+            trials = optuna.load_study(study_name=studies[0].study_name, storage=storage).trials if studies else []
             if [t.state for t in trials] == [TrialState.COMPLETE, TrialState.RUNNING]:
                 break
             time.sleep(0.2)

@@ -24,10 +24,12 @@ import hashlib
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
@@ -79,7 +81,7 @@ def _open_rdb(url: str) -> RDBStorage:
             raise SearchError(f"storage {shown!r} cannot be opened: the folder {folder} does not exist; create it "
                               f"or give a sqlite:/// path in a folder that does")
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
+        return _create_rdb(url, engine_kwargs)
     except ImportError as err:
         raise SearchError(f"storage {shown!r} needs a database driver that is not installed ({err}); for "
                           f"PostgreSQL: pip install 'psycopg[binary]'") from None
@@ -88,6 +90,18 @@ def _open_rdb(url: str) -> RDBStorage:
         raise SearchError(f"storage {shown!r} cannot be opened ({first}); check the URL (sqlite:///path/to/file.db, "
                           f"postgresql://user:password@host:port/database), that the server runs and accepts "
                           f"this user, or give a journal file path instead") from None
+
+
+def _create_rdb(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> RDBStorage:
+    """RDBStorage, tried again when another process is creating the same new database's tables
+    at this moment (two notebooks, or a search and its monitor, opening a fresh studies.db):
+    the loser's schema insert fails with IntegrityError, and once the winner is done it opens."""
+    for attempt in range(1, attempts):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            time.sleep(0.2 * attempt)
+    return RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 def _open_journal(path: Path) -> JournalStorage:
