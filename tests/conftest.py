@@ -6,13 +6,17 @@ import json
 import os
 from pathlib import Path
 
+import logging
+
 import pytest
 import torch
 
-from ftlab import RunConfig
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # as in a kernel (ftlab.notebook), set before its import
+from ftlab import RunConfig  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub, even where one is reachable
-torch.set_num_threads(2)
+# two cores: one thread per test process when `make test` runs two workers (pytest-xdist), else two
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")

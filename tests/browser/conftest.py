@@ -150,7 +150,7 @@ def lab(browser, tmp_path_factory, timings):
 @pytest.fixture()
 def page(browser, lab, request) -> BrowserPage:
     """A fresh browser context and page; its console errors and uncaught exceptions are kept.
-    Afterwards the page is closed and the kernels it started are shut down."""
+    Afterwards the kernels it started are shut down and the page is closed."""
     context = browser.new_context(viewport=VIEWPORT)
     name = request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
     bp = BrowserPage(context.new_page(), name)
@@ -162,8 +162,11 @@ def page(browser, lab, request) -> BrowserPage:
         yield bp
     finally:
         request.config.stash.setdefault(CONSOLE_ERRORS, []).extend(f"{name}: {e}" for e in bp.console_errors)
-        context.close()
+        # kernels first, while the page's websockets are open: the server closes them itself. A page
+        # closed first leaves the shutdown's last messages to a closed socket, and tornado logs
+        # "WebSocketClosedError" tracebacks that the server-log test would rightly count
         lab.shutdown_kernels()
+        context.close()
 
 
 CONSOLE_ERRORS = pytest.StashKey[list]()
