@@ -33,7 +33,7 @@ PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 UNIT     := $(PARALLEL) --ignore=tests/browser tests
 # nbval trains every chapter's `ci` runs into a run cache of its own, emptied first so each `make test` trains
 # them again and the learner's ~/.cache/ftlab/runs is never touched; the browser tests start from a copy of it.
-CI_RUNS := $(VENV)/ci-runs
+CI_RUNS := $(CURDIR)/$(VENV)/ci-runs
 NBVAL   := rm -rf $(CI_RUNS) && FTLAB_PROFILE=ci FTLAB_RUNS=$(CI_RUNS) $(PARALLEL) --dist loadscope --nbval-lax \
            -p no:cacheprovider $(NOTEBOOKS)
 

@@ -15,19 +15,13 @@ ray = pytest.importorskip("ray", reason="Ray Tune is the optional extra: pip ins
 LR = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True)}
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_tune_search_runs_trials_on_ray_and_the_study_shows_them(tiny_config, tmp_path, monkeypatch, local_ray,
-                                                                 capsys):
+def test_tune_search_runs_trials_on_ray_and_the_study_shows_them(tiny_config, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     monkeypatch.setenv("FTLAB_RUNS", str(runs))
     small = tiny_config.replace(max_steps=4, eval_steps=2, eval_size=8, exact_match_size=0)
-    study = tune_search(small, LR, n_trials=4, sampler="random")
+    assert not ray.is_initialized()
+    study = tune_search(small, LR, n_trials=4, sampler="random", workers=2)
+    assert not ray.is_initialized(), "the local Ray started for the search is shut down after it"
     rows = trial_rows(study)
     assert len(rows) == 4 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
     assert all(t.user_attrs["runner"] == "ray" for t in study.trials)

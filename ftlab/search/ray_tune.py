@@ -136,9 +136,21 @@ def searcher(plan: Plan) -> OptunaSearch:
 
 
 def run_tuner(plan: Plan, todo: int, workers: int | None, progress: bool) -> None:
-    """Run ``todo`` trials on Ray, ``workers`` at a time (a local Ray is started if none is)."""
-    if not ray.is_initialized():
+    """Run ``todo`` trials on Ray, ``workers`` at a time. A Ray already running (a cluster the
+    caller joined) is used and left running; otherwise a local one is started for these trials
+    and shut down after them, so a notebook kernel does not keep Ray's processes afterwards."""
+    started = not ray.is_initialized()
+    if started:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        _fit(plan, todo, workers, progress)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _fit(plan: Plan, todo: int, workers: int | None, progress: bool) -> None:
+    """The trials on a running Ray: one CPU each, ASHA judging them by their eval loss per step."""
     workers = workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     base = plan.base
     env = {k: v for k, v in os.environ.items() if k.startswith(("FTLAB_", "HF_"))}
