@@ -3,10 +3,9 @@ is about the real SmolLM2 model; finished runs go to a temp folder, never the us
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
-
-import logging
 
 import pytest
 import torch

@@ -191,7 +191,8 @@ class LabServer:
         the line before it and a traceback up to its exception line, so a failure in CI says what
         went wrong."""
         lines = self.log().splitlines()
-        return ["\n".join(lines[max(0, i - 1):_error_end(lines, i)]) for i, line in enumerate(lines) if SERVER_ERROR.search(line)]
+        return ["\n".join(lines[max(0, i - 1):_error_end(lines, i)])
+                for i, line in enumerate(lines) if SERVER_ERROR.search(line)]
 
     def page_url(self, notebook: str, workspace: str) -> str:
         """A notebook in a workspace of its own (``?reset``: no layout restored from earlier tests)."""
