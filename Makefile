@@ -51,7 +51,7 @@ $(STAMP): pyproject.toml Makefile
 	$(TRUST)
 	# built once per machine, here rather than inside a notebook: SmolLM2 converted from GGUF (~20 s)
 	# and the pretrained tiny base of chapters 02-05 and 07 (~1 min on 2 idle cores); both cached in ~/.cache/ftlab
-	$(BIN)/python -c "from ftlab.models import resolve_model; [resolve_model(m) for m in ('smollm2-135m', 'tiny-pretrained')]"
+	$(BIN)/python -c "from ftlab.setup.models import resolve_model; [resolve_model(m) for m in ('smollm2-135m', 'tiny-pretrained')]"
 	touch $(STAMP)
 
 ## Open the workbook in JupyterLab (as root too; without a display it prints the URL to open).

@@ -24,8 +24,8 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from ftlab.storage import write_json_atomic
-from ftlab.train import environment
+from ftlab.foundation.storage import write_json_atomic
+from ftlab.training.train import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

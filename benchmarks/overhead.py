@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, Trainer, get_scheduler, set_seed
 
-from ftlab import RunConfig, load_data, load_model, train
-from ftlab.storage import write_json_atomic
-from ftlab.train import environment, training_arguments
+from ftlab import RunConfig, load_data, load_model
+from ftlab import train
+from ftlab.foundation.storage import write_json_atomic
+from ftlab.training.train import environment, training_arguments
 
 
 def bare_trainer(config: RunConfig) -> float:

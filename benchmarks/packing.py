@@ -27,10 +27,10 @@ from typing import Any
 import torch
 
 from ftlab import RunConfig, load_data, load_model
-from ftlab.packing import LAYOUTS, contamination, measure_layout
-from ftlab.skewed_mix import skewed_mix
-from ftlab.storage import write_json_atomic
-from ftlab.train import environment
+from ftlab.lessons.packing import LAYOUTS, contamination, measure_layout
+from ftlab.setup.skewed_mix import skewed_mix
+from ftlab.foundation.storage import write_json_atomic
+from ftlab.training.train import environment
 
 
 def bench_data_set(model: torch.nn.Module, tokenizer: Any, examples: list, args: argparse.Namespace) -> dict[str, Any]:

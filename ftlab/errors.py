@@ -1,9 +1,9 @@
 """ftlab's own exception types.
 
-Every message names the field (or file and line), the bad value and what to do, so a
-learner can fix a config without reading a traceback. Every type derives from
-:class:`FtlabError`, and each is raised before any training starts: a bad input never
-costs a run, a run's history or a cache entry.
+Every message names the place (a config field, a function's argument, a file and line), the
+bad value and what to do, so a learner can fix a config or a call without reading a traceback.
+Every type derives from :class:`FtlabError`, and each is raised before any training starts:
+a bad input never costs a run, a run's history or a cache entry.
 """
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ class ConfigError(FtlabError, ValueError):
         self.value = value
         where = field if field.isupper() else f"RunConfig.{field}"  # FTLAB_PROFILE is a variable, not a field
         super().__init__(f"{where}={value!r} is not allowed: {expected}")
+
+
+class ArgumentError(FtlabError, ValueError):
+    """A function's argument has a value outside its allowed range or choices.
+
+    Kept apart from :class:`ConfigError` because its message names the function and the
+    argument the learner passed: "RunConfig.rule=..." sent a learner looking for a config
+    field that does not exist, when the fix is in the call they just wrote.
+    """
+
+    def __init__(self, function: str, argument: str, value: object, expected: str) -> None:
+        self.function = function
+        self.argument = argument
+        self.value = value
+        super().__init__(f"{function}({argument}={value!r}) is not allowed: {expected}")
 
 
 class ConfigFileError(FtlabError, ValueError):

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import RunConfig
-from .run import Run
-from .train import train
+from ftlab.config.run_config import RunConfig
+from ftlab.memory import MEMORY_PARTS
+from ftlab.runs.record import Run
+from ftlab.training.train import train
 
 
 def sweep(base: RunConfig, field: str, values: Iterable[Any], *, label: str | None = None,
@@ -34,7 +35,7 @@ def compare(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = False,
     return [train(cfg, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress) for text, cfg in configs]
 
 
-METRIC_KEYS = ("final_train_loss", "final_eval_loss", "best_eval_loss", "exact_match", "seconds_per_step")
+METRIC_KEYS = ("train_loss", "final_eval_loss", "best_eval_loss", "exact_match", "seconds_per_step")
 """The metrics a comparison of runs shows unless told otherwise."""
 
 
@@ -78,9 +79,6 @@ def versus_noise(difference: float, spread: float) -> str:
     larger than what changing the seed alone does, otherwise "noise"."""
     verdict = "larger than the seed spread: an effect" if abs(difference) > spread else "inside the seed spread: noise"
     return f"{difference:+.3f} (seed spread {spread:.3f}; {verdict})"
-
-
-MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations")
 
 
 def memory_cost(runs: Sequence[Run]) -> dict[str, int]:

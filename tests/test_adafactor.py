@@ -1,4 +1,4 @@
-"""Adafactor's factored second moment (ftlab.adafactor) against the state transformers'
+"""Adafactor's factored second moment (ftlab.lessons.adafactor) against the state transformers'
 Adafactor keeps, as Trainer builds it for optim="adafactor"."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from ftlab import RunConfig
-from ftlab.adafactor import (beta2_at, rank1_reconstruction, row_col_statistics, second_moment_numel,
+from ftlab.lessons.adafactor import (beta2_at, rank1_reconstruction, row_col_statistics, second_moment_numel,
                              second_moment_shapes, update_factored_second_moment)
-from ftlab.errors import ConfigError
-from ftlab.models import load_model
-from ftlab.train import training_optimizer
+from ftlab.errors import ArgumentError
+from ftlab.setup.models import load_model
+from ftlab.training.train import training_optimizer
 
 STATE_KEYS = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq")
 
@@ -116,7 +116,7 @@ def test_beta2_schedule():
     assert beta2_at(2) == pytest.approx(1 - 2 ** -0.8)
     assert beta2_at(1000) == pytest.approx(1 - 1000 ** -0.8) and beta2_at(1000) > 0.99
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ConfigError, match="step"):
+        with pytest.raises(ArgumentError, match=r"^beta2_at\(step="):
             beta2_at(bad)
 
 

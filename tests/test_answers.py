@@ -1,6 +1,6 @@
 import pytest
 
-from ftlab.answers import exact_match, exact_match_rate, normalize_answer
+from ftlab.training.answers import exact_match, exact_match_rate, normalize_answer
 
 
 @pytest.mark.parametrize("pred,ref", [

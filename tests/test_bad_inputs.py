@@ -24,17 +24,18 @@ import pytest
 import torch
 
 from ftlab import Run, RunConfig
-from ftlab.cli import read_config
-from ftlab.cli_common import CliError
+from ftlab.runs.cache import RunCache
+from ftlab.cli.main import read_config
+from ftlab.cli.common import CliError
 from ftlab.errors import (CacheError, ConfigError, ConfigFileError, DataError, DeviceError, FtlabError, ModelError,
                           ModelNotFoundError)
-from ftlab.models import resolve_model
-from ftlab.prepare import chapter_notebooks
-from ftlab.profiles import profile_name
-from ftlab.runs_cli import find_run
-from ftlab.storage import cache_dir
-from ftlab.train import train
-from ftlab.widgets.controls import Dropdown, LogSlider, Slider, Toggle, build_controls
+from ftlab.setup.models import resolve_model
+from ftlab.cli.prepare import chapter_notebooks
+from ftlab.config.profiles import profile_name
+from ftlab.cli.runs import find_run
+from ftlab.foundation.storage import cache_dir
+from ftlab.training.train import train
+from ftlab.ui.widgets.controls import Dropdown, LogSlider, Slider, Toggle, build_controls
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Bad:
         """No HF_HUB_OFFLINE, and the hub probe answers 'unreachable' (no host is contacted)."""
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
             self.monkeypatch.delenv(name, raising=False)
-        self.monkeypatch.setattr(sys.modules["ftlab.sources"], "hub_reachable", lambda *a, **k: False)
+        self.monkeypatch.setattr(sys.modules["ftlab.foundation.sources"], "hub_reachable", lambda *a, **k: False)
 
     def file(self, name: str, content: str | bytes) -> Path:
         path = self.tmp / name
@@ -144,7 +145,7 @@ ROWS: list[tuple[str, Callable[[Bad], Any], type[BaseException], str]] = [
 
     # --- config ----------------------------------------------------------------------------------
     ("warmup_stable_decay without its decay length", lambda b: RunConfig(lr_scheduler_type="warmup_stable_decay"),
-     ConfigError, "scheduler needs num_decay_steps, e.g. ftlab.schedules.default_scheduler_kwargs"),
+     ConfigError, "scheduler needs num_decay_steps, e.g. ftlab.lessons.schedules.default_scheduler_kwargs"),
     ("cosine_with_min_lr without a floor", lambda b: RunConfig(lr_scheduler_type="cosine_with_min_lr"),
      ConfigError, "One of min_lr or min_lr_rate should be set"),
     ("scheduler argument a constant schedule would ignore",
@@ -272,14 +273,14 @@ def test_bad_input_gets_a_clear_error_before_training(description, call, error, 
     runs = tmp_path / "runs"
     monkeypatch.setenv("FTLAB_RUNS", str(runs))
     cache_dir()  # the models the rows copy come from the user's cache, as a learner's would
-    saved = Run(config=RunConfig(model="tiny", seed=7), history=[{"step": 1, "loss": 1.0}], label="keep me").save()
+    saved = RunCache().save(Run(config=RunConfig(model="tiny", seed=7), history=[{"step": 1, "loss": 1.0}], label="keep me"))
     before = saved.read_bytes()
     bad.tmp.mkdir()
 
     def no_training(*args, **kwargs):
         raise AssertionError(f"{description}: a trainer was built; the error must come before training")
 
-    monkeypatch.setattr(sys.modules["ftlab.train"]._FtlabTrainer, "__init__", no_training)
+    monkeypatch.setattr(sys.modules["ftlab.training.train"]._FtlabTrainer, "__init__", no_training)
 
     with pytest.raises(error) as info:
         call(bad)

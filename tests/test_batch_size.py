@@ -1,4 +1,4 @@
-"""The batch-size lessons: Power Lines' optimal batch (ftlab.weight_decay.batch_size_for)
+"""The batch-size lessons: Power Lines' optimal batch (ftlab.lessons.weight_decay.batch_size_for)
 against hand-computed values, and learning-rate scaling with batch size."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-import ftlab.batch_size
-import ftlab.weight_decay
-from ftlab.batch_size import batch_size_for, batch_tokens_for, scaled_learning_rate
-from ftlab.errors import ConfigError
+import ftlab.lessons.batch_size
+import ftlab.lessons.weight_decay
+from ftlab.errors import ArgumentError
+from ftlab.lessons.batch_size import batch_size_for, batch_tokens_for, scaled_learning_rate
 
 
 def test_batch_size_for_by_hand():
@@ -24,7 +24,7 @@ def test_batch_size_for_by_hand():
 def test_batch_tokens_are_sequences_of_2048_tokens():
     # 9.470039 sequences * 2048 tokens = 19,394.6 tokens per step
     assert batch_tokens_for(3_183_840) == pytest.approx(19_394.6, abs=0.05)
-    assert ftlab.weight_decay.POWER_LINES_SEQUENCE_LENGTH == 2048
+    assert ftlab.lessons.weight_decay.POWER_LINES_SEQUENCE_LENGTH == 2048
 
 
 def test_twice_the_data_wants_a_1_3x_larger_batch():
@@ -33,8 +33,8 @@ def test_twice_the_data_wants_a_1_3x_larger_batch():
 
 def test_one_implementation():
     """The law lives beside the weight-decay time scale (same paper); batch_size re-exports it."""
-    assert ftlab.batch_size.batch_size_for is ftlab.weight_decay.batch_size_for
-    assert not hasattr(ftlab.weight_decay, "power_lines_batch_size")
+    assert ftlab.lessons.batch_size.batch_size_for is ftlab.lessons.weight_decay.batch_size_for
+    assert not hasattr(ftlab.lessons.weight_decay, "power_lines_batch_size")
 
 
 @pytest.mark.parametrize("bad", [0, -1e6, math.nan, math.inf, "1e9", True])
@@ -62,11 +62,11 @@ def test_scaling_round_trips_and_takes_any_unit():
     assert scaled_learning_rate(1e-3, 8, 9.47) == pytest.approx(1e-3 * 9.47 / 8)  # a Power Lines batch is a float
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(lr=0.0), "learning_rate"),
-    (dict(lr=-1e-3), "learning_rate"),
-    (dict(lr=math.nan), "learning_rate"),
-    (dict(lr="1e-3"), "learning_rate"),
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(lr=0.0), "lr"),
+    (dict(lr=-1e-3), "lr"),
+    (dict(lr=math.nan), "lr"),
+    (dict(lr="1e-3"), "lr"),
     (dict(from_batch=0), "from_batch"),
     (dict(from_batch=True), "from_batch"),
     (dict(to_batch=-4), "to_batch"),
@@ -74,8 +74,8 @@ def test_scaling_round_trips_and_takes_any_unit():
     (dict(rule="Linear"), "rule"),
     (dict(rule="log"), "rule"),
 ])
-def test_scaled_learning_rate_names_the_bad_argument(kwargs, field):
+def test_scaled_learning_rate_names_the_bad_argument(kwargs, argument):
     args = dict(lr=1e-3, from_batch=8, to_batch=32, rule="linear") | kwargs
-    with pytest.raises(ConfigError, match=field) as err:
+    with pytest.raises(ArgumentError, match=rf"^scaled_learning_rate\({argument}=") as err:
         scaled_learning_rate(**args)
-    assert err.value.field == field
+    assert err.value.argument == argument

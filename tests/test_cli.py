@@ -18,8 +18,9 @@ from nbformat.sign import NotebookNotary
 import pytest
 
 from ftlab import Run, RunConfig
-from ftlab.cli import build_parser, main
-from ftlab.runs_cli import history_rows
+from ftlab.cli.main import build_parser, main
+from ftlab.cli.runs import history_rows
+from ftlab.runs.cache import RunCache
 
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).parent / "ftlab"
@@ -46,6 +47,12 @@ def trained(env, addition_jsonl, tmp_path_factory) -> tuple[RunConfig, subproces
     path = tmp_path_factory.mktemp("config") / "config.json"
     path.write_text(config.to_json())
     return config, ftlab("train", str(path), "--label", "cli run", env=env)
+
+
+def saved_key(env: dict[str, str]) -> str:
+    """The cache key of the one run `trained` saved (its file name in the runs folder)."""
+    (path,) = [p for p in Path(env["FTLAB_RUNS"]).glob("*.json") if p.stem != "0123456789ab"]
+    return path.stem
 
 
 # --- help and the console script -----------------------------------------------------------------
@@ -78,9 +85,10 @@ def test_every_subcommand_has_help(argv, capsys):
 def test_train_prints_the_final_metrics_and_saves_the_run(trained, env):
     config, done = trained
     assert done.returncode == 0, done.stderr
-    assert f"run {config.hash()} (cli run): completed; 2 steps" in done.stdout
+    key = saved_key(env)
+    assert f"run {key} (cli run): completed, 2 steps · train loss" in done.stdout
     assert "eval loss" in done.stdout and "exact match" in done.stdout
-    saved = Path(env["FTLAB_RUNS"]) / f"{config.hash()}.json"
+    saved = Path(env["FTLAB_RUNS"]) / f"{key}.json"
     assert f"saved: {saved}" in done.stdout and Run.load(saved).label == "cli run"
 
 
@@ -94,19 +102,21 @@ def test_train_refuses_malformed_config_with_line_and_column(env, tmp_path):
 
 def test_runs_list(trained, env):
     config, _ = trained
+    key = saved_key(env)
     done = ftlab("runs", "list", env=env)
     assert done.returncode == 0, done.stderr
     header, row = done.stdout.splitlines()[:2]
-    assert header.split() == ["hash", "label", "model", "status", "steps", "final", "eval", "loss"]
-    assert row.split()[:6] == [config.hash(), "cli", "run", "tiny", "completed", "2"]
+    assert header.split() == ["run", "label", "model", "status", "steps", "final", "eval", "loss"]
+    assert row.split()[:6] == [key, "cli", "run", "tiny", "completed", "2"]
     assert f"1 runs in {env['FTLAB_RUNS']}" in done.stdout
 
 
 def test_runs_show_by_hash_prefix(trained, env):
     config, _ = trained
-    done = ftlab("runs", "show", config.hash()[:6], env=env)
+    key = saved_key(env)
+    done = ftlab("runs", "show", key[:6], env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"run {config.hash()} (cli run): completed, 2 steps")
+    assert done.stdout.startswith(f"run {key} (cli run): completed, 2 steps")
     assert "final_eval_loss" in done.stdout and "eval loss by step: 0: " in done.stdout
     shown = done.stdout.split("config (ftlab train reads it back):\n", 1)[1]
     assert RunConfig.from_json(shown) == config
@@ -114,7 +124,8 @@ def test_runs_show_by_hash_prefix(trained, env):
 
 def test_runs_export_csv_json_and_tensorboard(trained, env, tmp_path):
     config, _ = trained
-    done = ftlab("runs", "export", config.hash(), "--format", "csv", "--out", "-", env=env)
+    key = saved_key(env)
+    done = ftlab("runs", "export", key, "--format", "csv", "--out", "-", env=env)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "step,loss,learning_rate,grad_norm,weight_norm,tokens,tokens_per_second,step_time,eval_loss"
@@ -122,11 +133,11 @@ def test_runs_export_csv_json_and_tensorboard(trained, env, tmp_path):
     assert lines[1].split(",")[1] == "" and lines[1].split(",")[-1] != ""  # step 0: eval loss only
 
     # the other formats in-process: the same code, without a second interpreter start
-    run = Run.load(Path(env["FTLAB_RUNS"]) / f"{config.hash()}.json")
+    run = Run.load(Path(env["FTLAB_RUNS"]) / f"{key}.json")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FTLAB_RUNS", env["FTLAB_RUNS"])
-        assert main(["runs", "export", config.hash(), "--format", "json", "--out", str(tmp_path / "r.json")]) == 0
-        assert main(["runs", "export", config.hash(), "--format", "tensorboard", "--out", str(tmp_path / "tb")]) == 0
+        assert main(["runs", "export", key, "--format", "json", "--out", str(tmp_path / "r.json")]) == 0
+        assert main(["runs", "export", key, "--format", "tensorboard", "--out", str(tmp_path / "tb")]) == 0
     assert json.loads((tmp_path / "r.json").read_text()) == run.to_dict()
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -141,12 +152,13 @@ def test_runs_export_csv_json_and_tensorboard(trained, env, tmp_path):
 
 def test_runs_remove(trained, env):
     config, _ = trained
+    key = saved_key(env)
     folder = Path(env["FTLAB_RUNS"])
     copy = folder / "0123456789ab.json"
-    shutil.copy(folder / f"{config.hash()}.json", copy)
+    shutil.copy(folder / f"{key}.json", copy)
     done = ftlab("runs", "remove", "0123456789ab", env=env)
     assert done.returncode == 0, done.stderr
-    assert f"removed {copy}" in done.stdout and not copy.exists() and (folder / f"{config.hash()}.json").exists()
+    assert f"removed {copy}" in done.stdout and not copy.exists() and (folder / f"{key}.json").exists()
     missing = ftlab("runs", "remove", "0123456789ab", env=env)
     assert missing.returncode == 1 and "no run '0123456789ab'" in missing.stderr
 
@@ -223,9 +235,9 @@ def test_prepare_runs_each_chapter_records_it_and_resumes(env, addition_jsonl, t
     assert "[1/2] 00_trains: done in" in first.stdout and "1 new runs" in first.stdout
     assert "[2/2] 01_breaks: failed in cell" in first.stderr and "RuntimeError: chapter one is broken" in first.stderr
     assert "02_other" not in first.stdout
-    state = json.loads((tmp_path / "cache" / "prepare.json").read_text())
+    state = json.loads((tmp_path / "runs" / "prepare" / "state.json").read_text())
     assert set(state["done"]) == {"ci/00_trains.ipynb"} and state["done"]["ci/00_trains.ipynb"]["runs"] == 1
-    assert (tmp_path / "runs" / f"{config.hash()}.json").is_file()
+    assert [run.config for _, run in RunCache(tmp_path / "runs").listing().runs] == [config]
 
     _chapter(chapters / "01_breaks.ipynb", "print('fixed')")
     second = ftlab("prepare", "--profile", "ci", "--chapters", "00", "01", "--notebooks", str(chapters), "--models",
@@ -238,6 +250,13 @@ def test_prepare_runs_each_chapter_records_it_and_resumes(env, addition_jsonl, t
     assert table[1].split()[:2] == ["00_trains", "1"] and table[1].split()[-1] == "before"
     assert table[2].split()[:2] == ["01_breaks", "0"] and table[2].split()[-1] == "now"
     assert table[3].split()[:2] == ["total", "1"]
+
+    # the state belongs to the runs folder it filled: a new FTLAB_RUNS is prepared again, not skipped
+    moved = {**env, "FTLAB_RUNS": str(tmp_path / "room")}
+    third = ftlab("prepare", "--profile", "ci", "--chapters", "00", "--notebooks", str(chapters), "--models", env=moved)
+    assert third.returncode == 0, third.stderr
+    assert "[1/1] 00_trains: done in" in third.stdout and "1 new runs" in third.stdout
+    assert len(RunCache(tmp_path / "room").listing().runs) == 1
 
     unknown = ftlab("prepare", "--chapters", "07", "--notebooks", str(chapters), "--models", env=env)
     assert unknown.returncode == 1 and "no such chapter; the chapters are 00, 01, 02" in unknown.stderr

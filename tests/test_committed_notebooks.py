@@ -23,7 +23,7 @@ import pytest
 from nbclient import NotebookClient
 
 from ftlab import Run, RunConfig
-from ftlab.train import Recorder
+from ftlab.training.train import Recorder
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 

@@ -10,8 +10,9 @@ import torch
 from transformers import get_scheduler
 
 from ftlab import ConfigError, RunConfig
-from ftlab.config import SCHEDULER_TYPES, scheduler_arguments
-from ftlab.errors import ConfigFileError
+from ftlab.config.profiles import base_config, knob_config, workload
+from ftlab.config.run_config import SCHEDULER_TYPES, scheduler_arguments
+from ftlab.errors import ArgumentError, ConfigFileError
 
 
 @pytest.mark.parametrize("field,value", [
@@ -196,3 +197,14 @@ def test_default_length_keeps_old_hashes_and_follows_a_model_change():
 def test_an_environment_variable_is_not_called_a_field():
     err = ConfigError("FTLAB_PROFILE", "gpux", "one of ci, cpu, gpu")
     assert str(err).startswith("FTLAB_PROFILE='gpux' is not allowed")
+
+
+@pytest.mark.parametrize("call, text", [
+    (lambda: workload("gpux"), "workload(name='gpux') is not allowed: one of ci, cpu, gpu"),
+    (lambda: base_config("gpux"), "base_config(profile='gpux') is not allowed: one of ci, cpu, gpu"),
+    (lambda: knob_config("gpux"), "knob_config(profile='gpux') is not allowed: one of ci, cpu, gpu"),
+])
+def test_a_profile_argument_is_not_called_a_field(call, text):
+    with pytest.raises(ArgumentError) as info:
+        call()
+    assert str(info.value) == text and not isinstance(info.value, ConfigError)

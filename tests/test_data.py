@@ -4,9 +4,10 @@ import time
 import pytest
 import torch
 
-from ftlab import DataError, RunConfig, load_data, load_tokenizer, sources
-from ftlab.data import Collator, encode_example, pack_examples, read_jsonl
-from ftlab.models import load_model
+from ftlab import DataError, RunConfig, load_data, load_tokenizer
+from ftlab.foundation import sources
+from ftlab.setup.data import Collator, encode_example, pack_examples, read_jsonl
+from ftlab.setup.models import load_model
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_collator_pads_right_with_masked_labels(tok):
 
 
 def test_data_fingerprint_follows_the_files_bytes(tmp_path):
-    from ftlab.data import data_fingerprint
+    from ftlab.setup.data import data_fingerprint
     one = tmp_path / "one.jsonl"
     one.write_text('{"prompt": "a", "response": "b"}\n')
     config = RunConfig(dataset=str(one))

@@ -16,14 +16,14 @@ from transformers import LlamaConfig
 
 import ftlab
 from ftlab import RunConfig
-from ftlab.config import OPTIMIZERS
+from ftlab.config.run_config import OPTIMIZERS
 from ftlab.errors import ModelNotFoundError
 from ftlab.memory import (Architecture, MemoryBreakdown, estimate, measure_training_step, model_architecture, setup_for,
                           weight_bytes)
 from ftlab.memory.fits import MODEL_SIZES, fits_table
 from ftlab.memory.predict import breakdown
-from ftlab.models import TINY_CONFIG, count_parameters, load_model, resolve_model
-from ftlab.train import training_optimizer
+from ftlab.setup.models import TINY_CONFIG, count_parameters, load_model, resolve_model
+from ftlab.training.train import training_optimizer
 
 FIELDS = ("weights", "gradients", "optimizer", "activations", "total")
 

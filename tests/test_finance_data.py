@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.data import SPLITS, data_dir, read_jsonl
+from ftlab.setup.data import SPLITS, data_dir, read_jsonl
 
 FOLDER = data_dir() / "finance"
 SCRIPT = Path(__file__).resolve().parent.parent / "data" / "make_finance_data.py"

@@ -128,3 +128,70 @@ def test_the_checker_finds_a_cycle_through_a_package_init(tmp_path):
 def test_ftlab_has_no_import_cycle():
     found = cycles(import_graph(PACKAGE_DIR))
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("foundation", ("ftlab.errors", "ftlab.version", "ftlab.foundation")),
+    ("configuration", ("ftlab.config",)),
+    ("set-up", ("ftlab.setup",)),
+    ("measurement", ("ftlab.memory",)),
+    ("runs", ("ftlab.runs",)),
+    ("training", ("ftlab.training",)),
+    ("experiments", ("ftlab.sweep", "ftlab.stats", "ftlab.search")),
+    ("presentation", ("ftlab.ui", "ftlab.cli")),
+    ("lessons", ("ftlab.lessons",)),
+)
+"""ftlab's layers, bottom to top (the README's module map). A module may import its own
+layer and those below it, never one above: the training path (everything below lessons)
+therefore never imports a lesson, and a lesson may use anything it teaches with."""
+
+
+def layer_of(module: str) -> int | None:
+    """The index of the layer ``module`` belongs to; None for the package's public face
+    (``ftlab`` itself, which gathers the API from every layer but the lessons)."""
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None
+
+
+def layer_violations(graph: dict[str, set[str]], root: str = "ftlab") -> list[str]:
+    lessons = len(LAYERS) - 1
+    found = []
+    for module, targets in sorted(graph.items()):
+        mine = layer_of(module.replace(root, "ftlab", 1))
+        for target in sorted(targets):
+            theirs = layer_of(target.replace(root, "ftlab", 1))
+            if theirs is None:
+                continue
+            if (mine is None and theirs == lessons) or (mine is not None and theirs > mine):
+                where = LAYERS[mine][0] if mine is not None else "the public API"
+                found.append(f"{module} ({where}) imports {target} ({LAYERS[theirs][0]})")
+    return found
+
+
+def test_every_ftlab_module_has_a_layer():
+    unplaced = [m for m in module_names(PACKAGE_DIR) if m != "ftlab" and layer_of(m) is None]
+    assert not unplaced, f"modules in no layer of LAYERS: {unplaced}"
+
+
+def test_no_module_imports_a_higher_layer():
+    found = layer_violations(import_graph(PACKAGE_DIR))
+    assert not found, "layering broken:\n" + "\n".join(found)
+
+
+def test_the_layer_check_catches_the_training_path_importing_a_lesson(tmp_path):
+    pkg = tmp_path / "ftlab"
+    for sub in ("training", "lessons", "memory"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "lessons" / "decay.py").write_text("def norm():\n    return 1\n")
+    (pkg / "training" / "train.py").write_text("def f():\n    from ftlab.lessons.decay import norm\n")
+    (pkg / "memory" / "predict.py").write_text("from ..training import train\n")
+    assert layer_violations(import_graph(pkg)) == [
+        "ftlab.memory.predict (measurement) imports ftlab.training (training)",
+        "ftlab.memory.predict (measurement) imports ftlab.training.train (training)",
+        "ftlab.training.train (training) imports ftlab.lessons (lessons)",
+        "ftlab.training.train (training) imports ftlab.lessons.decay (lessons)",
+    ]

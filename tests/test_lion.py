@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ftlab import RunConfig
-from ftlab.lion import lion_step
-from ftlab.train import training_optimizer
+from ftlab.lessons.lion import lion_step
+from ftlab.training.train import training_optimizer
 
 LR = 1e-3
 STEPS = 8

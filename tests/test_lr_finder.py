@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from ftlab.lr_finder import LRFinderResult, lr_range_test
+from ftlab.lessons.lr_finder import LRFinderResult, lr_range_test
 
 
 def _tiny_llama(seed: int = 0):

@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.integrations.neftune import activate_neftune, deactivate_neftune
 
-from ftlab.neftune import attach_neftune, neftune_noise, neftune_scale
+from ftlab.lessons.neftune import attach_neftune, neftune_noise, neftune_scale
 
 
 def _tiny_llama() -> LlamaForCausalLM:

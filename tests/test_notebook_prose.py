@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from ftlab.prose import is_shown, output_text, prose_numbers, unsupported_numbers
+from prose import is_shown, output_text, prose_numbers, unsupported_numbers
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 

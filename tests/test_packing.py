@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ftlab import DataError, RunConfig, load_data, load_model
-from ftlab.data import pack_groups
-from ftlab.packing import LAYOUTS, contamination, first_steps, layout_batches, measure_layout, padding_fraction
-from ftlab.skewed_mix import LONG_TASK, SHORT_TASKS, build_skewed_mix, skewed_mix
+from ftlab.setup.data import pack_groups
+from ftlab.lessons.packing import LAYOUTS, contamination, first_steps, layout_batches, measure_layout, padding_fraction
+from ftlab.setup.skewed_mix import LONG_TASK, SHORT_TASKS, build_skewed_mix, skewed_mix
 
 SEQ = 256
 CONFIG = RunConfig(model="tiny-pretrained", lora_r=0, system_prompt="", max_seq_length=SEQ, train_size=160,

@@ -4,7 +4,7 @@ import sys
 from matplotlib.figure import Figure
 
 from ftlab import Run, RunConfig
-from ftlab.plot import frame_steps, plot_loss_curve, plot_losses, show_figures_inline
+from ftlab.ui.plot import frame_steps, plot_loss_curve, plot_losses, show_figures_inline
 
 SHELL_SCRIPT = """
 from IPython.core.interactiveshell import InteractiveShell
@@ -44,7 +44,7 @@ def test_a_plot_returned_by_a_notebook_cell_is_saved_as_a_picture():
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import ftlab\nfrom ftlab.plot import plot_memory\n"
+        "import ftlab\nfrom ftlab.ui.plot import plot_memory\n"
         "plot_memory({'a': ftlab.MemoryBreakdown(weights=1 << 20, gradients=0, optimizer=0, activations=1 << 20)})")])
     NotebookClient(nb, kernel_name="python3", timeout=120).execute()
     outputs = nb.cells[0].outputs
@@ -53,8 +53,8 @@ def test_a_plot_returned_by_a_notebook_cell_is_saved_as_a_picture():
 
 def test_quantization_plot_draws_the_median_blocks_levels_and_one_point_per_block():
     import torch
-    from ftlab.plot import plot_quantization_error
-    from ftlab.quant import nf4_code, quantize_nf4
+    from ftlab.lessons.quant import plot_quantization_error
+    from ftlab.lessons.quant import nf4_code, quantize_nf4
     torch.manual_seed(0)
     weight = torch.randn(64, 128) * 0.02
     weight[0, 0] = 1.0  # one outlier: the x range must still follow the bulk

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ftlab import RunConfig, train
-from ftlab.data import SPLITS, data_dir, read_jsonl
-from ftlab.models import byte_tokenizer, resolve_model
-from ftlab.pretrain import corpus, document_text
+from ftlab import RunConfig
+from ftlab import train
+from ftlab.setup.data import SPLITS, data_dir, read_jsonl
+from ftlab.setup.models import byte_tokenizer, resolve_model
+from ftlab.setup.pretrain import corpus, document_text
 
 
 @pytest.fixture(scope="module")

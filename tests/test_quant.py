@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ftlab import quant
+from ftlab.lessons import quant
 
 bnb_F = pytest.importorskip("bitsandbytes.functional")
 

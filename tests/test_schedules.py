@@ -8,8 +8,9 @@ import math
 import pytest
 from matplotlib.figure import Figure
 
-from ftlab.plot import plot_schedules
-from ftlab.schedules import (SCHEDULERS, default_scheduler_kwargs, lr_curve, resolve_warmup_steps,
+from ftlab.ui.plot import plot_schedules
+from ftlab.config.run_config import resolve_warmup_steps
+from ftlab.lessons.schedules import (SCHEDULERS, default_scheduler_kwargs, lr_curve,
                              warmup_cosine_lr)
 
 LR = 3e-4

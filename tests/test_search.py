@@ -10,7 +10,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from ftlab import ConfigError, Run, RunConfig
-from ftlab.data import data_fingerprint
+from ftlab.runs.cache import RunCache
 from ftlab.search import (SearchError, best_so_far, contributors, grid, search, steps_run, steps_saved, trial_rows,
                           trial_run, trainer_search_example)
 from ftlab.search import trials as trials_module
@@ -100,7 +100,7 @@ def test_search_caches_its_runs_and_continues_its_study(small, runs, monkeypatch
     for trial, row in zip(study.trials, rows):
         config = small.replace(learning_rate=row["learning_rate"])
         assert trial.user_attrs["config_hash"] == config.hash()
-        run = Run.cached(config, runs, data_fingerprint(config))  # what a plain train(config) finds
+        run = RunCache(runs).load_completed(RunCache.key_for(config)[0])  # what a plain train(config) finds
         assert run is not None and run.metrics["final_eval_loss"] == row["value"] == trial.value
         assert sorted(trial.intermediate_values) == [2, 4]
     # the same call again: the study is complete, nothing runs; a bigger budget runs only what is missing
@@ -126,15 +126,16 @@ def test_pruning_live_then_full_run_then_replayed_from_the_cache(small, runs, mo
     assert [r["pruned_step"] for r in trial_rows(pruned)] == [2, 2] and steps_saved(pruned) == 4
     assert steps_run(pruned) == 4
     config = small.replace(learning_rate=pruned.trials[0].params["learning_rate"])
-    record = Run.load(trials_module.pruned_path(config, runs))
+    key = RunCache.key_for(config)[0]
+    record = RunCache(runs).load_pruned(key)
     assert record.status == "pruned" and record.metrics["pruned_step"] == 2
     assert [e["step"] for e in record.evals] == [0, 2] and len(record.history) == 2
-    assert not (runs / f"{config.hash()}.json").exists()  # never answers train(config) as a finished run
+    assert not (runs / f"{key}.json").exists()  # never answers train(config) as a finished run
     # no pruner, same points: the pruned records are not enough, so both train in full and are cached
     full = search(small, LR, n_trials=2, sampler="grid", grid_points=2)
     assert states(full) == [TrialState.COMPLETE] * 2
     assert [t.params for t in full.trials] == [t.params for t in pruned.trials]
-    assert (runs / f"{config.hash()}.json").is_file()
+    assert (runs / f"{key}.json").is_file()
     # the pruner again, in a new study: every decision is replayed from the cached runs, no training
     monkeypatch.setattr(trials_module, "train", lambda *a, **k: pytest.fail("a replayed trial trained"))
     replayed = search(small, LR, n_trials=2, sampler="grid", grid_points=2, pruner=always, study_name="replayed")

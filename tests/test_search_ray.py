@@ -7,7 +7,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from ftlab import Run
-from ftlab.data import data_fingerprint
+from ftlab.runs.cache import RunCache
 from ftlab.search import steps_saved, trial_rows, tune_search
 
 ray = pytest.importorskip("ray", reason="Ray Tune is the optional extra: pip install 'ftlab[scale]'")
@@ -29,7 +29,7 @@ def test_tune_search_runs_trials_on_ray_and_the_study_shows_them(tiny_config, tm
     assert done, "ASHA lets at least the best trial run to the end"
     for trial in done:  # each completed Ray trial is a cached ftlab run, with the reported curve
         config = small.replace(**trial.params)
-        assert Run.cached(config, runs, data_fingerprint(config)).metrics["final_eval_loss"] == trial.value
+        assert RunCache(runs).load_completed(RunCache.key_for(config)[0]).metrics["final_eval_loss"] == trial.value
         assert sorted(trial.intermediate_values) == [2, 4]
     for trial in study.trials:
         if trial.state == TrialState.PRUNED:

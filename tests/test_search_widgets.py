@@ -1,12 +1,16 @@
 """SearchWidget and ClassStudy driven headless, through the methods their buttons call."""
 from __future__ import annotations
 
+import logging
+
+import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from ftlab import Run
 from ftlab.search import SearchError, contribute, open_class_study
-from ftlab.widgets import ClassStudy, SearchWidget
+from ftlab.ui.widgets import ClassStudy, SearchWidget
+from ftlab.ui.widgets import search_widget as search_widget_module
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SPACE = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True),
@@ -51,6 +55,25 @@ def test_search_widget_searches_and_redraws_after_every_trial(small, monkeypatch
     assert not w.button.disabled
     with pytest.raises(ValueError, match="not in this widget's space"):
         w.set(fields=["max_steps"])
+
+
+def test_an_error_after_the_search_shows_in_the_status_line_and_the_log(small, monkeypatch, caplog):
+    """The search went well, drawing it did not: search() has no handler there, so the
+    press must say so, not leave "searching…" on show with the error swallowed."""
+    w = SearchWidget(small, SPACE, n_trials=1)
+    monkeypatch.setattr(search_widget_module, "search", lambda *args, **kwargs: optuna.create_study())
+
+    def broken_landscape():
+        raise RuntimeError("the landscape broke")
+
+    monkeypatch.setattr(w, "landscape_figure", broken_landscape)
+    with caplog.at_level(logging.ERROR, logger="ftlab.ui.widgets.base"):
+        w.click()  # no exception escapes the button
+    assert w.study is not None  # searched, then failed
+    assert w.status == "RuntimeError: the landscape broke" and "#c62828" in w._status.value
+    assert isinstance(w.last_error, RuntimeError) and not w.button.disabled
+    [record] = caplog.records
+    assert record.getMessage() == "SearchWidget: Search failed" and record.exc_info[1] is w.last_error
 
 
 def test_class_study_widget_counts_contributors_and_refreshes(small, tmp_path):

@@ -1,5 +1,6 @@
 import contextlib
 import json
+from pathlib import Path
 import shutil
 import socket
 import sys
@@ -9,9 +10,14 @@ import warnings
 import pytest
 from transformers import TrainerCallback
 
-from ftlab import DeviceError, ModelNotFoundError, Run, RunConfig, models, sources, train
+from ftlab import DeviceError, ModelNotFoundError, Run, RunConfig
+from ftlab.setup import models
+from ftlab.foundation import sources
+from ftlab import train
 from ftlab.errors import ModelError
-from ftlab.train import flag_divergence
+from ftlab.runs.cache import RunCache
+from ftlab.runs.record import SCHEMA_VERSION
+from ftlab.training.train import flag_divergence
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +54,26 @@ def test_learning_rate_history_is_the_schedule_actually_used(finished):
     assert run.series("learning_rate")[1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
+def saved_path(config: RunConfig, runs: Path) -> Path:
+    """Where the run cache keeps the completed run of ``config``."""
+    cache = RunCache(runs)
+    return cache.path(cache.key_for(config)[0])
+
+
 def _must_not_load(*args, **kwargs):
     raise AssertionError("a cached run was trained again")
 
 
 def test_run_json_round_trip_and_cache_hit(finished, tmp_path, monkeypatch):
     run, runs = finished
-    path = runs / f"{run.config.hash()}.json"
-    assert path.is_file() and json.loads(path.read_text())["config_hash"] == run.config.hash()
+    path = saved_path(run.config, runs)
+    saved = json.loads(path.read_text())
+    assert saved["config_hash"] == run.config.hash() and saved["key"] == path.stem == run.key
+    assert saved["schema"] == SCHEMA_VERSION
     again = Run.load(path)
     assert again.to_dict() == run.to_dict()
     with monkeypatch.context() as patched:  # a cache hit must not even load the model
-        patched.setattr(sys.modules["ftlab.train"], "load_model", _must_not_load)
+        patched.setattr(sys.modules["ftlab.training.train"], "load_model", _must_not_load)
         cached = train(run.config, runs_dir=runs, label="again")
     assert cached.history == run.history and cached.label == "again"
     assert not list(runs.glob("*.tmp"))  # atomic write leaves no temp files
@@ -75,7 +89,7 @@ def test_interrupt_keeps_history_and_is_not_cached(tiny_config, tmp_path):
     assert run.status == "interrupted"
     assert [r["step"] for r in run.history] == [1, 2, 3]
     assert all("loss" in r for r in run.history[:2])
-    assert Run.cached(tiny_config, tmp_path) is None  # a half run never answers a later cache lookup
+    assert not saved_path(tiny_config, tmp_path).exists()  # a half run never answers a later cache lookup
 
 
 def test_gpu_only_options_fail_before_training(tiny_config, tmp_path):
@@ -108,7 +122,8 @@ def test_editing_the_data_file_is_not_answered_from_the_cache(tiny_config, tmp_p
     second = train(config, runs_dir=runs, progress=False)
     assert second.metrics["data_sha256"] != first.metrics["data_sha256"]
     assert second.evals[0]["eval_loss"] != first.evals[0]["eval_loss"], "trained on the new data, not the old run"
-    assert Run.cached(config, runs, second.metrics["data_sha256"]).history == second.history
+    assert Run.load(saved_path(config, runs)).history == second.history
+    assert len(list(runs.glob("*.json"))) == 2  # the first data's run is kept under its own key
 
 
 # --- a damaged cache file is a miss, not an error ---------------------------------------------
@@ -116,13 +131,13 @@ def test_editing_the_data_file_is_not_answered_from_the_cache(tiny_config, tmp_p
 
 def test_corrupt_cache_file_is_moved_aside_once_and_the_run_trains(tiny_config, tmp_path):
     config = tiny_config.replace(max_steps=1, eval_steps=1, eval_size=4, exact_match_size=0)
-    path = tmp_path / f"{config.hash()}.json"
-    path.write_text('{"config": {"model": "tiny"}, "history": [{"step": 1, "lo')  # half-written
-    with pytest.warns(UserWarning, match=rf"{config.hash()}\.json is not a readable run: not valid JSON at line 1.*"
-                                         rf"Moved it to {config.hash()}\.json\.corrupt-"):
+    path = saved_path(config, tmp_path)
+    path.write_text('{"config": {"model": "tiny"}, "history": [{"step": 1, "lo')  # not a run at all
+    with pytest.warns(UserWarning, match=rf"{path.stem}\.json is not a readable run: not valid JSON at line 1.*"
+                                         rf"Moved it to .*quarantine/{path.stem}\.json\.corrupt-"):
         run = train(config, runs_dir=tmp_path, progress=False)
     assert run.status == "completed" and not run.from_cache
-    aside = list(tmp_path.glob(f"{config.hash()}.json.corrupt-*"))
+    aside = list((tmp_path / "quarantine").glob(f"{path.stem}.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text().endswith('"lo')  # kept as it was, for a look
     assert Run.load(path).history == run.history  # the fresh run took its place
     with warnings.catch_warnings():
@@ -132,13 +147,13 @@ def test_corrupt_cache_file_is_moved_aside_once_and_the_run_trains(tiny_config, 
 
 def test_hand_edited_cache_file_with_a_bad_config_is_a_miss_too(tiny_config, tmp_path):
     config = tiny_config.replace(max_steps=1, eval_steps=1, exact_match_size=0)
-    path = tmp_path / f"{config.hash()}.json"
+    path = saved_path(config, tmp_path)
     saved = Run(config=config, history=[], metrics={"data_sha256": "x"}).to_dict()
     saved["config"]["learning_rate"] = 50.0  # edited by hand into a value RunConfig refuses
     path.write_text(json.dumps(saved))
     with pytest.warns(UserWarning, match="learning_rate=50.0 is not allowed"):
-        assert Run.cached(config, tmp_path) is None
-    assert not path.exists() and len(list(tmp_path.glob("*.corrupt-*"))) == 1
+        assert RunCache(tmp_path).load_completed(path.stem) is None
+    assert not path.exists() and len(list((tmp_path / "quarantine").glob("*.corrupt-*"))) == 1
 
 
 # --- divergence ---------------------------------------------------------------------------------
@@ -177,7 +192,7 @@ def test_a_runaway_run_is_reported_and_warned_about(addition_jsonl, tmp_path):
         run = train(config, runs_dir=tmp_path, progress=False)
     assert run.status == "completed" and run.metrics["diverged"] == "runaway"
     assert run.metrics["final_eval_loss"] > 1.5 * run.metrics["initial_eval_loss"]
-    assert Run.load(tmp_path / f"{config.hash()}.json").metrics["diverged"] == "runaway"  # saved with the run
+    assert Run.load(saved_path(config, tmp_path)).metrics["diverged"] == "runaway"  # saved with the run
     with pytest.warns(UserWarning, match="diverged"):  # a cache hit says so too
         assert train(config, runs_dir=tmp_path, progress=False).from_cache
 
@@ -262,16 +277,19 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
                     eval_size=32, early_stopping_patience=2)
     run = train(cfg, runs_dir=tmp_path, progress=False)
     m = run.metrics
-    assert m["stopped_early"] and m["stopped_step"] < cfg.max_steps
-    assert m["stopped_step"] == m["best_step"] + cfg.early_stopping_patience * cfg.eval_steps
+    assert m["stopped_early"] and m["steps"] < cfg.max_steps
+    assert m["steps"] == m["best_eval_step"] + cfg.early_stopping_patience * cfg.eval_steps
     best = min(run.evals, key=lambda e: e["eval_loss"])
-    assert best["step"] == m["best_step"] and m["best_eval_loss"] == best["eval_loss"]
-    assert all(e["eval_loss"] >= best["eval_loss"] for e in run.evals if e["step"] > m["best_step"])
+    assert best["step"] == m["best_eval_step"] and m["best_eval_loss"] == best["eval_loss"]
+    assert all(e["eval_loss"] >= best["eval_loss"] for e in run.evals if e["step"] > m["best_eval_step"])
+    # the run ends with the restored best weights, and its final metrics say so and describe them
+    assert m["weights"] == f"best step {m['best_eval_step']} (restored by early stopping)"
+    assert m["final_eval_loss"] == best["eval_loss"] < run.evals[-1]["eval_loss"]
 
 
 def test_sgd_momentum_reaches_the_optimizer(tiny_config):
     """optim_args travels to Trainer: SGD with momentum keeps one buffer per parameter."""
-    from ftlab.train import training_optimizer
+    from ftlab.training.train import training_optimizer
     model, _ = models.load_model(tiny_config.replace(optim="sgd"))
     plain = training_optimizer(tiny_config.replace(optim="sgd"), model)
     moving = training_optimizer(tiny_config.replace(optim="sgd", optim_args="momentum=0.9"), model)

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
-from ftlab.weight_decay import (adam_l2_step, adamw_step, adamw_timescale, decay_parameter_names,
+from ftlab.lessons.weight_decay import (adam_l2_step, adamw_step, adamw_timescale, decay_parameter_names,
                                 no_decay_parameter_names, power_lines_tau_opt,
-                                timescale_fraction, weight_decay_for, weight_norm)
+                                timescale_fraction, weight_decay_for)
+from ftlab.training.step import weight_norm
 
 LR = 1e-2
 BETAS = (0.9, 0.999)

@@ -1,4 +1,5 @@
 """The Playground driven headless, through the same methods its buttons call."""
+import logging
 import time
 
 import ipywidgets
@@ -6,14 +7,15 @@ import pytest
 from transformers import TrainerCallback
 
 from ftlab import ConfigError, MemoryBreakdown, Run
+from ftlab.errors import ArgumentError
 from ftlab import sweep as sweep_module
-from ftlab.data import data_fingerprint
+from ftlab.setup.data import data_fingerprint
 from ftlab.memory import estimate
 from ftlab.sweep import metric_rows
-from ftlab.widgets import PANELS, Dropdown, LogSlider, MemoryPredictor, Playground, Slider, Toggle
-from ftlab.widgets import playground as playground_module
-from ftlab.widgets.memory_predictor import CONTROL_WIDTH
-from ftlab.widgets.playground import TABLE_METRICS
+from ftlab.ui.widgets import PANELS, Dropdown, LogSlider, MemoryPredictor, Playground, Slider, Toggle
+from ftlab.ui.widgets import playground as playground_module
+from ftlab.ui.widgets.memory_predictor import CONTROL_WIDTH
+from ftlab.ui.widgets.playground import TABLE_METRICS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -138,7 +140,7 @@ def test_unknown_or_duplicate_knob_field_raises(tiny_config, tmp_path):
         Playground(tiny_config, [LogSlider("learning_rat", 1e-4, 1e-2)], runs_dir=tmp_path)
     with pytest.raises(ConfigError, match="one knob per field"):
         Playground(tiny_config, [Toggle("packing"), Toggle("packing")], runs_dir=tmp_path)
-    with pytest.raises(ConfigError, match="no_such"):
+    with pytest.raises(ArgumentError, match=r"^Playground\.set\(no_such=1\) is not allowed: a knob of this playground"):
         make(tiny_config, tmp_path).set(no_such=1)
     with pytest.raises(ConfigError, match="lr_scheduler_type"):
         make(tiny_config, tmp_path).set(lr_scheduler_type="bogus")
@@ -155,6 +157,25 @@ def test_invalid_value_raises_from_run_and_shows_in_status_on_click(tiny_config,
     assert pg.status.startswith("ConfigError") and "learning_rate" in pg.status
     assert "#c62828" in pg._status.value  # red
     assert pg.runs == [] and isinstance(pg.last_error, ConfigError)
+
+
+def test_an_error_after_training_shows_in_the_status_line_and_the_log(tiny_config, tmp_path, monkeypatch, caplog):
+    """Training went well, tabulating it did not: run() has no handler there, so the press
+    must say so, not leave "loading model and data…" on show with the error swallowed."""
+    pg = make(tiny_config, tmp_path)
+    monkeypatch.setattr(playground_module, "train", lambda config, label, **kw: Run(config=config, label=label))
+
+    def broken_table(rows):
+        raise RuntimeError("the table broke")
+
+    monkeypatch.setattr(playground_module, "table_html", broken_table)
+    with caplog.at_level(logging.ERROR, logger="ftlab.ui.widgets.base"):
+        pg.click()  # no exception escapes the button
+    assert len(pg.runs) == 1  # trained, then failed
+    assert pg.status == "RuntimeError: the table broke" and "#c62828" in pg._status.value
+    assert isinstance(pg.last_error, RuntimeError) and not pg.button.disabled
+    [record] = caplog.records
+    assert record.getMessage() == "Playground: Run failed" and record.exc_info[1] is pg.last_error
 
 
 def test_weight_decay_zero_box_and_linear_slider(tiny_config, tmp_path):
@@ -308,7 +329,7 @@ def panels_png(pg, name):
 def test_epochs_knob_sets_steps_from_the_split_and_the_batch(tiny_config, tmp_path):
     """Epochs are steps per pass (ceil(train_size / effective batch)) times epochs, recomputed
     when the batch knobs move, with one evaluation per epoch."""
-    from ftlab.widgets import Epochs
+    from ftlab.ui.widgets import Epochs
     base = tiny_config.replace(train_size=50, per_device_train_batch_size=8, max_steps=14)  # 7 steps/epoch: 2 epochs
     pg = Playground(base, [Epochs(1, 8), Slider("per_device_train_batch_size", 2, 16, 2),
                            Slider("gradient_accumulation_steps", 1, 4, 1)], runs_dir=tmp_path)

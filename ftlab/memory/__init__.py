@@ -12,13 +12,13 @@ breakdown, measure, architecture, activations, predict, fits; the package sits a
 nothing from ``ftlab.memory``: importing any submodule first runs this file, which imports
 ``predict``.
 """
-from .architecture import Architecture
-from .breakdown import GiB, MemoryBreakdown, MiB
-from .fits import MODEL_SIZES, fits_table, transient_bytes
-from .measure import (ActivationMeter, describe_model, gradient_bytes, measure_training_step, optimizer_state_bytes,
+from ftlab.memory.architecture import Architecture
+from ftlab.memory.breakdown import MEMORY_PARTS, GiB, MemoryBreakdown, MiB
+from ftlab.memory.fits import MODEL_SIZES, fits_table, transient_bytes
+from ftlab.memory.measure import (ActivationMeter, describe_model, gradient_bytes, measure_training_step, optimizer_state_bytes,
                       tensor_bytes, weight_bytes)
-from .predict import estimate, model_architecture, setup_for
+from ftlab.memory.predict import estimate, model_architecture, setup_for
 
-__all__ = ["MemoryBreakdown", "MiB", "GiB", "tensor_bytes", "weight_bytes", "gradient_bytes", "optimizer_state_bytes",
-           "ActivationMeter", "measure_training_step", "describe_model", "Architecture", "model_architecture", "setup_for", "estimate",
-           "MODEL_SIZES", "fits_table", "transient_bytes"]
+__all__ = ["MemoryBreakdown", "MEMORY_PARTS", "MiB", "GiB", "tensor_bytes", "weight_bytes", "gradient_bytes",
+           "optimizer_state_bytes", "ActivationMeter", "measure_training_step", "describe_model", "Architecture",
+           "model_architecture", "setup_for", "estimate", "MODEL_SIZES", "fits_table", "transient_bytes"]

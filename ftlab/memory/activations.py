@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .architecture import LINEARS, Architecture, Setup
+from ftlab.memory.architecture import LINEARS, Architecture, Setup
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ field by field; a :class:`~ftlab.run.Run` stores one as JSON.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 MiB = 1024 ** 2
@@ -25,14 +25,21 @@ class MemoryBreakdown:
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return sum(getattr(self, part) for part in MEMORY_PARTS)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "total": self.total}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MemoryBreakdown":
-        return cls(**{k: d[k] for k in ("weights", "gradients", "optimizer", "activations", "cuda_peak") if k in d})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def mib(self) -> dict[str, float]:
         return {k: round(v / MiB, 2) for k, v in self.to_dict().items() if v is not None}
+
+
+MEMORY_PARTS: tuple[str, ...] = tuple(f.name for f in fields(MemoryBreakdown) if f.name != "cuda_peak")
+"""The four kinds that add up to a step's memory, in the order they are stacked and listed:
+every field of :class:`MemoryBreakdown` but ``cuda_peak``, which is the CUDA allocator's view
+of the whole step, not one more kind. The stacked memory plot and the sweeps' memory cost
+iterate this one tuple, so a fifth kind is added in one place."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Iterable
 
-from .activations import activation_parts
-from .architecture import Architecture, Setup, resolve_lora_targets
-from .breakdown import GiB
-from .predict import breakdown
+from ftlab.memory.activations import activation_parts
+from ftlab.memory.architecture import Architecture, Setup, resolve_lora_targets
+from ftlab.memory.breakdown import GiB
+from ftlab.memory.predict import breakdown
 
 MODEL_SIZES: dict[str, Architecture] = {
     # Qwen/Qwen2.5-0.5B config.json

@@ -15,8 +15,8 @@ from typing import Any, Iterable
 
 import torch
 
-from ..models import count_parameters
-from .breakdown import MemoryBreakdown, MiB
+from ftlab.setup.models import count_parameters
+from ftlab.memory.breakdown import MemoryBreakdown, MiB
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:

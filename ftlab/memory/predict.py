@@ -25,18 +25,18 @@ from typing import Any
 
 from transformers import AutoConfig
 
-from ..config import RunConfig
-from ..errors import ModelNotFoundError
-from ..models import resolve_model
-from ..optimizers import optimizer_spec
-from ..quant import ABSMAX_BLOCKSIZE, NF4_BLOCKSIZE, NF4_CODE, dynamic_8bit_code
-from .activations import activation_bytes
-from .architecture import Architecture, Setup, resolve_lora_targets
-from .breakdown import MemoryBreakdown
+from ftlab.config.run_config import RunConfig
+from ftlab.errors import ModelNotFoundError
+from ftlab.setup.models import resolve_model
+from ftlab.config.optimizers import optimizer_spec
+from ftlab.config.formats import ABSMAX_BLOCKSIZE, DYNAMIC_CODE_ENTRIES, FP32_BYTES, NF4_BLOCKSIZE, NF4_CODE_ENTRIES
+from ftlab.memory.activations import activation_bytes
+from ftlab.memory.architecture import Architecture, Setup, resolve_lora_targets
+from ftlab.memory.breakdown import MemoryBreakdown
 
-_NF4_CODE_BYTES = 4 * len(NF4_CODE)
+_NF4_CODE_BYTES = FP32_BYTES * NF4_CODE_ENTRIES
 """The 16-entry fp32 NF4 code book every 4-bit weight's quant state holds."""
-_DOUBLE_QUANT_CODE_BYTES = dynamic_8bit_code().nbytes
+_DOUBLE_QUANT_CODE_BYTES = FP32_BYTES * DYNAMIC_CODE_ENTRIES
 """The 256-entry fp32 dynamic code book of double quantization's 8-bit absmax codes."""
 
 

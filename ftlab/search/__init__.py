@@ -11,18 +11,18 @@ trial), ``trials`` (one trial = one ``train`` run; pruning), ``local`` (``search
 shared study), ``results`` (rows, best-so-far, steps saved), ``plot`` (landscape,
 best-so-far), ``trainer`` (``Trainer.hyperparameter_search`` for comparison).
 """
-from .classroom import CLASS_STUDY, contribute, join_class_study, open_class_study
-from .errors import SearchError
-from .local import search
-from .plan import PRUNERS, SAMPLERS
-from .plot import plot_best_so_far, plot_landscape
-from .results import (best_so_far, best_trial, contributors, finished_trials, steps_run, steps_saved, trial_row,
+from ftlab.search.classroom import CLASS_STUDY, contribute, join_class_study, open_class_study
+from ftlab.search.errors import SearchError
+from ftlab.search.local import search
+from ftlab.search.plan import PRUNERS, SAMPLERS
+from ftlab.search.plot import plot_best_so_far, plot_landscape
+from ftlab.search.results import (best_so_far, best_trial, contributors, finished_trials, steps_run, steps_saved, trial_row,
                       trial_rows)
-from .scale import tune_search
-from .space import grid, suggest
-from .study import default_storage_url, open_storage, study_setup
-from .trainer import trainer_search_example
-from .trials import trial_run
+from ftlab.search.scale import tune_search
+from ftlab.search.space import grid, suggest
+from ftlab.search.study import default_storage_url, open_storage, study_setup
+from ftlab.search.trainer import trainer_search_example
+from ftlab.search.trials import trial_run
 
 __all__ = ["search", "tune_search", "SearchError", "SAMPLERS", "PRUNERS", "trial_rows", "trial_row", "best_so_far",
            "best_trial", "contributors", "finished_trials", "steps_run", "steps_saved", "trial_run", "grid", "suggest",

@@ -22,12 +22,12 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ..config import RunConfig
-from ..run import Run
-from .errors import SearchError
-from .space import Space, check_space
-from .study import create_or_load, default_contributor, describe_study, open_storage, quiet_optuna, study_setup
-from .trials import eval_points
+from ftlab.config.run_config import RunConfig
+from ftlab.runs.record import Run
+from ftlab.search.errors import SearchError
+from ftlab.search.space import Space, check_space
+from ftlab.search.study import create_or_load, default_contributor, describe_study, open_storage, quiet_optuna, study_setup
+from ftlab.search.trials import eval_points
 
 CLASS_STUDY = "class"
 """The shared study's name unless the teacher picks another."""
@@ -67,7 +67,7 @@ def contribute(run: Run, study: optuna.Study, contributor: str | None = None) ->
     params = {name: getattr(run.config, name) for name in space}
     distributions = {name: _covering(name, d, params[name]) for name, d in space.items()}
     points = dict(eval_points(run))
-    attrs: dict[str, Any] = {"contributor": contributor, "config_hash": run.config_hash,
+    attrs: dict[str, Any] = {"contributor": contributor, "config_hash": run.config_hash, "run_key": run.key,
                              "max_steps": run.config.max_steps, "from_cache": True, "runner": "contribute"}
     value = run.metrics.get("final_eval_loss")
     pruned = run.metrics.get("pruned_step")

@@ -8,7 +8,7 @@ starts, whose message names the argument or URL and the fix.
 """
 from __future__ import annotations
 
-from ..errors import FtlabError
+from ftlab.errors import FtlabError
 
 
 class SearchError(FtlabError, ValueError):

@@ -16,12 +16,12 @@ from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
-from ..config import RunConfig
-from ..run import Run
-from .plan import plan_search
-from .space import DEFAULT_GRID_POINTS, GridPoints, Space, describe
-from .study import fail_dead_trials, finished_by, quiet_optuna
-from .trials import Objective
+from ftlab.config.run_config import RunConfig
+from ftlab.runs.record import Run
+from ftlab.search.plan import plan_search
+from ftlab.search.space import DEFAULT_GRID_POINTS, GridPoints, Space, describe
+from ftlab.search.study import fail_dead_trials, finished_by, quiet_optuna
+from ftlab.search.trials import Objective
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 """Called after every trial (Optuna's ``study.optimize`` callback): how a widget redraws."""

@@ -18,10 +18,10 @@ from optuna.distributions import BaseDistribution
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
-from ..config import RunConfig
-from .errors import SearchError
-from .space import GridPoints, Space, check_grid_points, check_space, grid, grid_size
-from .study import create_or_load, default_contributor, describe_study, open_storage, study_name_for, study_setup
+from ftlab.config.run_config import RunConfig
+from ftlab.search.errors import SearchError
+from ftlab.search.space import GridPoints, Space, check_grid_points, check_space, grid, grid_size
+from ftlab.search.study import create_or_load, default_contributor, describe_study, open_storage, study_name_for, study_setup
 
 SAMPLERS = ("grid", "random", "tpe")
 """Sampler names ``search`` takes (or give any ``optuna.samplers.BaseSampler``)."""

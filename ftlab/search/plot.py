@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from .results import best_so_far, best_trial, finished_trials
+from ftlab.search.results import best_so_far, best_trial, finished_trials
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:

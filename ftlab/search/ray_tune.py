@@ -22,21 +22,22 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..config import RunConfig
-from ..run import runs_dir
-from ..train import train
-from .plan import Plan
-from .results import finished_trials
-from .space import describe
-from .trials import eval_points
+from ftlab.config.run_config import RunConfig
+from ftlab.runs.cache import RunCache
+from ftlab.training.train import train
+from ftlab.search.plan import Plan
+from ftlab.search.results import finished_trials
+from ftlab.search.space import describe
+from ftlab.search.trials import eval_points
 
 METRIC = "eval_loss"
 """What every trial reports and ASHA compares (lower is better)."""
 
 
-def report(step: int, loss: float, config_hash: str, from_cache: bool) -> None:
+def report(step: int, loss: float, config: RunConfig, run_key: str, from_cache: bool) -> None:
     """One evaluation to Tune (ASHA judges it; the driver's StudyRecorder files it)."""
-    tune.report({METRIC: loss, "step": step, "config_hash": config_hash, "from_cache": from_cache})
+    tune.report({METRIC: loss, "step": step, "config_hash": config.hash(), "run_key": run_key,
+                 "from_cache": from_cache})
 
 
 class ReportToTune(TrainerCallback):
@@ -48,8 +49,9 @@ class ReportToTune(TrainerCallback):
     to the cache.
     """
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, run_key: str) -> None:
         self.config = config
+        self.run_key = run_key
         self.reported: set[int] = set()
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
@@ -57,7 +59,7 @@ class ReportToTune(TrainerCallback):
         step = state.global_step
         if 0 < step < self.config.max_steps and metrics and METRIC in metrics:
             self.reported.add(step)
-            report(step, float(metrics[METRIC]), self.config.hash(), False)
+            report(step, float(metrics[METRIC]), self.config, self.run_key, False)
 
 
 def trainable(params: dict[str, Any], *, base: dict[str, Any], runs_dir: str, env: dict[str, str]) -> None:
@@ -67,11 +69,11 @@ def trainable(params: dict[str, Any], *, base: dict[str, Any], runs_dir: str, en
     worker that may run on another machine; ``runs_dir`` is the driver's runs folder."""
     os.environ.update(env)
     config = RunConfig.from_dict(base).replace(**params)
-    live = ReportToTune(config)
+    live = ReportToTune(config, RunCache.key_for(config)[0])
     run = train(config, callbacks=[live], runs_dir=runs_dir, progress=False)
     for step, loss in eval_points(run):
         if step not in live.reported:
-            report(step, loss, config.hash(), run.from_cache)
+            report(step, loss, config, live.run_key, run.from_cache)
 
 
 class StudyRecorder(tune.Callback):
@@ -102,7 +104,7 @@ class StudyRecorder(tune.Callback):
         reached = max(points, default=0)
         value = points.get(reached)
         attrs: dict[str, Any] = {"contributor": plan.contributor, "config_hash": last.get("config_hash"),
-                                 "max_steps": max_steps, "steps_run": reached, "from_cache": last.get("from_cache"),
+                                 "run_key": last.get("run_key"), "max_steps": max_steps, "steps_run": reached, "from_cache": last.get("from_cache"),
                                  "runner": "ray"}
         if error or value is None:
             state, value = TrialState.FAIL, None
@@ -154,7 +156,7 @@ def _fit(plan: Plan, todo: int, workers: int | None, progress: bool) -> None:
     workers = workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     base = plan.base
     env = {k: v for k, v in os.environ.items() if k.startswith(("FTLAB_", "HF_"))}
-    folder = str((plan.runs_dir or runs_dir()).resolve())
+    folder = str(RunCache(plan.runs_dir).folder)
     job = tune.with_resources(tune.with_parameters(trainable, base=base.to_dict(), runs_dir=folder, env=env),
                               {"cpu": 1})
     last = max(base.max_steps, 1)  # ASHA's resource is the optimizer step: first judged after one evaluation

@@ -20,11 +20,11 @@ from typing import Any
 import optuna
 from optuna.samplers import BaseSampler
 
-from ..config import RunConfig
-from .errors import SearchError
-from .plan import plan_search
-from .space import DEFAULT_GRID_POINTS, GridPoints, Space
-from .study import fail_dead_trials, finished_by, quiet_optuna
+from ftlab.config.run_config import RunConfig
+from ftlab.search.errors import SearchError
+from ftlab.search.plan import plan_search
+from ftlab.search.space import DEFAULT_GRID_POINTS, GridPoints, Space
+from ftlab.search.study import fail_dead_trials, finished_by, quiet_optuna
 
 SCHEDULER = "asha"
 """How a Ray search's study names what stops its trials early (there is no Optuna pruner)."""
@@ -53,7 +53,7 @@ def tune_search(base: RunConfig | None = None, space: Space | None = None, *, n_
     same there.
     """
     require_ray()
-    from .ray_tune import run_tuner  # imports Ray: only now that it is known to be there
+    from ftlab.search.ray_tune import run_tuner  # imports Ray: only now that it is known to be there
 
     with quiet_optuna():
         plan = plan_search(base, space, n_trials=n_trials, sampler=sampler, pruner=None, storage=storage,

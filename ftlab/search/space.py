@@ -28,9 +28,9 @@ import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
                                   distribution_to_json, json_to_distribution)
 
-from ..config import RunConfig
-from ..errors import ConfigError
-from .errors import SearchError
+from ftlab.config.run_config import RunConfig
+from ftlab.errors import ConfigError
+from ftlab.search.errors import SearchError
 
 Space = Mapping[str, BaseDistribution]
 """RunConfig field name -> the Optuna distribution its value is drawn from."""

@@ -35,10 +35,10 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import RunConfig
-from ..run import runs_dir as default_runs_dir
-from .errors import SearchError
-from .space import Space, space_from_json, space_to_json
+from ftlab.config.run_config import RunConfig
+from ftlab.runs.cache import RunCache
+from ftlab.search.errors import SearchError
+from ftlab.search.space import Space, space_from_json, space_to_json
 
 STUDY_FILE = "studies.db"
 """The default SQLite storage's file name, inside the runs folder."""
@@ -46,8 +46,7 @@ STUDY_FILE = "studies.db"
 
 def default_storage_url(runs_dir: str | Path | None = None) -> str:
     """``sqlite:///<runs folder>/studies.db``: the study sits beside the runs it points at."""
-    folder = Path(runs_dir) if runs_dir else default_runs_dir()
-    return f"sqlite:///{(folder / STUDY_FILE).resolve()}"
+    return f"sqlite:///{RunCache(runs_dir).folder / STUDY_FILE}"
 
 
 def shown_url(url: str) -> str:

@@ -19,12 +19,12 @@ import optuna
 from transformers import PrinterCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import BestRun
 
-from ..config import RunConfig
-from ..data import load_data
-from ..models import load_model, load_tokenizer
-from ..train import training_arguments
-from .errors import SearchError
-from .space import Space, check_space, suggest
+from ftlab.config.run_config import RunConfig
+from ftlab.setup.data import load_data
+from ftlab.setup.models import load_model, load_tokenizer
+from ftlab.training.train import training_arguments
+from ftlab.search.errors import SearchError
+from ftlab.search.space import Space, check_space, suggest
 
 TRAINING_ARGUMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainingArguments))
 """The names ``hyperparameter_search`` can set: a trial's values are set on TrainingArguments."""

@@ -6,8 +6,8 @@ and, when told to, sets ``control.should_training_stop``; ``train`` then ends th
 that step as it would at ``max_steps``.
 
 A pruned run is not a finished experiment, so it never answers ``train(config)`` for its
-config: it is saved with ``status="pruned"`` and ``metrics["pruned_step"]`` under
-``<runs>/pruned/<hash>.json``, outside the run cache, and a later ``train`` of the same
+config: it is saved with ``status="pruned"`` and ``metrics["pruned_step"]`` in the run
+cache's pruned area (:class:`~ftlab.runs.cache.RunCache`), and a later ``train`` of the same
 config trains it in full. A search does read it back: a later trial with the same config
 replays its evaluations to the pruner and, if that prunes it at or before the step it
 reached, costs nothing (otherwise it trains in full).
@@ -26,16 +26,12 @@ import optuna
 from optuna.trial import FrozenTrial
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..config import RunConfig
-from ..data import data_fingerprint
-from ..errors import CacheError
-from ..run import Run, runs_dir as default_runs_dir
-from ..train import train
-from .space import Space, suggest
-from .study import mark_origin
-
-PRUNED_FOLDER = "pruned"
-"""Where pruned runs are kept, inside the runs folder (not in the cache ``train`` reads)."""
+from ftlab.config.run_config import RunConfig
+from ftlab.runs.cache import RunCache
+from ftlab.runs.record import Run
+from ftlab.search.space import Space, suggest
+from ftlab.search.study import mark_origin
+from ftlab.training.train import train
 
 
 class PruneOnEval(TrainerCallback):
@@ -60,29 +56,11 @@ class PruneOnEval(TrainerCallback):
             control.should_training_stop = True
 
 
-def pruned_path(config: RunConfig, runs_dir: str | Path | None = None) -> Path:
-    """Where the pruned run of ``config`` is kept."""
-    return Path(runs_dir or default_runs_dir()) / PRUNED_FOLDER / f"{config.hash()}.json"
-
-
-def stored_run(config: RunConfig, runs_dir: str | Path | None = None) -> Run | None:
+def stored_run(config: RunConfig, cache: RunCache) -> Run | None:
     """The completed run of ``config`` in the run cache, else its pruned run, else None;
-    either only if trained on the data the files hold now."""
-    sha = data_fingerprint(config)
-    run = Run.cached(config, runs_dir, sha)
-    if run is not None:
-        return run
-    path = pruned_path(config, runs_dir)
-    if not path.is_file():
-        return None
-    try:
-        run = Run.load(path)
-    except CacheError:
-        return None  # a damaged pruned run is only a lost shortcut: the trial trains
-    if run.metrics.get("data_sha256") != sha:
-        return None
-    run.from_cache = True
-    return run
+    either only if trained on the data and model the files hold now (the cache key)."""
+    key, _ = cache.key_for(config)
+    return cache.load_completed(key) or cache.load_pruned(key)
 
 
 def eval_points(run: Run) -> list[tuple[int, float]]:
@@ -109,7 +87,7 @@ class Objective:
         self.base = base
         self.space = space
         self.contributor = contributor
-        self.runs_dir = runs_dir
+        self.cache = RunCache(runs_dir)
         self.on_run = on_run
         """Called with each trial's Run before its result is told to Optuna (progress lines)."""
 
@@ -117,6 +95,7 @@ class Objective:
         mark_origin(trial, self.contributor)
         config = self.base.replace(**suggest(trial, self.space))
         trial.set_user_attr("config_hash", config.hash())
+        trial.set_user_attr("run_key", self.cache.key_for(config)[0])
         trial.set_user_attr("max_steps", config.max_steps)
         run = self._run(trial, config)
         pruned = run.metrics.get("pruned_step")
@@ -137,7 +116,7 @@ class Objective:
     def _run(self, trial: optuna.Trial, config: RunConfig) -> Run:
         """The trial's Run: replayed from storage when the pruner stops it within what is
         stored or it is a completed run; trained otherwise."""
-        stored = stored_run(config, self.runs_dir)
+        stored = stored_run(config, self.cache)
         if stored is not None:
             step = replay(trial, stored)
             if step is not None:
@@ -145,14 +124,12 @@ class Objective:
             if stored.status == "completed":
                 return stored
         callback = PruneOnEval(trial, {s for s, _ in eval_points(stored)} if stored else None)
-        run = train(config, callbacks=[callback], runs_dir=self.runs_dir, progress=False, save=False)
+        run = train(config, callbacks=[callback], runs_dir=self.cache.folder, progress=False, save=False)
         if run.status == "interrupted":
             raise KeyboardInterrupt  # Optuna marks the trial FAIL and the search stops, as asked
         if callback.pruned_step is not None:
             run = _as_pruned(run, callback.pruned_step)
-            run.save(pruned_path(config, self.runs_dir))
-        else:
-            run.save(Path(self.runs_dir) / f"{config.hash()}.json" if self.runs_dir else None)
+        self.cache.save_or_warn(run, pruned=run.status == "pruned")
         return run
 
 
@@ -169,15 +146,8 @@ def _as_pruned(run: Run, step: int) -> Run:
 def trial_run(trial: FrozenTrial, runs_dir: str | Path | None = None) -> Run | None:
     """The Run behind a finished trial (its completed run from the cache, or its pruned
     run), or None when it is not in this runs folder (another machine's, or removed)."""
-    path = Path(runs_dir or default_runs_dir()) / f"{trial.user_attrs.get('config_hash')}.json"
-    for candidate in (path, path.parent / PRUNED_FOLDER / path.name):
-        if candidate.is_file():
-            try:
-                run = Run.load(candidate)
-            except CacheError:
-                continue
-            if trial.state == optuna.trial.TrialState.PRUNED and "pruned_step" in trial.user_attrs:
-                run = _as_pruned(run, trial.user_attrs["pruned_step"])
-            run.from_cache = True
-            return run
-    return None
+    key = trial.user_attrs.get("run_key")
+    run = RunCache(runs_dir).load_any(key) if key else None
+    if run is not None and trial.state == optuna.trial.TrialState.PRUNED and "pruned_step" in trial.user_attrs:
+        run = _as_pruned(run, trial.user_attrs["pruned_step"])
+    return run

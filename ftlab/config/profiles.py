@@ -1,0 +1,107 @@
+"""Workload profiles: one notebook, three sizes.
+
+``ci`` keeps a chapter to seconds on two CPU cores (nbval in CI), ``cpu`` is long enough
+that the effect a chapter teaches is really visible on a laptop (a few minutes), ``gpu``
+is the full lesson. The profile only sets sizes (steps, batch, sequence length, how much
+is evaluated); the knobs a chapter studies are never changed by it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ftlab.config.run_config import RunConfig
+from ftlab.errors import ArgumentError, ConfigError
+
+PROFILES = ("ci", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The sizes one profile gives a run."""
+
+    name: str
+    max_steps: int
+    per_device_train_batch_size: int
+    max_seq_length: int
+    eval_steps: int
+    eval_size: int
+    exact_match_size: int
+
+    def fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "name"}
+
+
+WORKLOADS: dict[str, Workload] = {
+    "ci": Workload("ci", max_steps=6, per_device_train_batch_size=4, max_seq_length=96,
+                   eval_steps=3, eval_size=8, exact_match_size=8),
+    "cpu": Workload("cpu", max_steps=48, per_device_train_batch_size=4, max_seq_length=96,
+                    eval_steps=12, eval_size=48, exact_match_size=48),
+    "gpu": Workload("gpu", max_steps=400, per_device_train_batch_size=16, max_seq_length=128,
+                    eval_steps=50, eval_size=300, exact_match_size=300),
+}
+
+
+def profile_name() -> str:
+    """FTLAB_PROFILE if set, else ``gpu`` when CUDA is present, else ``cpu``."""
+    name = os.environ.get("FTLAB_PROFILE", "").strip().lower()
+    if not name:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if name not in PROFILES:
+        raise ConfigError("FTLAB_PROFILE", name, f"one of {', '.join(PROFILES)} (environment variable)")
+    return name
+
+
+def _checked_profile(profile: str | None, function: str, argument: str) -> str:
+    """``profile``, or the current one when None. An unknown name is an ArgumentError naming
+    the function the learner called (``base_config("gpux")``), not a RunConfig field: no
+    field is called ``profile``."""
+    if not profile:
+        return profile_name()
+    if profile not in WORKLOADS:
+        raise ArgumentError(function, argument, profile, f"one of {', '.join(PROFILES)}")
+    return profile
+
+
+def workload(name: str | None = None) -> Workload:
+    """The workload of a profile (default: the current one)."""
+    return WORKLOADS[_checked_profile(name, "workload", "name")]
+
+
+def base_config(profile: str | None = None, **overrides: Any) -> RunConfig:
+    """A RunConfig sized for the profile, with the chapter's own knobs in ``overrides``."""
+    return RunConfig(**{**WORKLOADS[_checked_profile(profile, "base_config", "profile")].fields(), **overrides})
+
+
+KNOB_STEPS = {"ci": 6, "cpu": 100, "gpu": 400}
+"""Steps per run in the knob chapters (02-05), which compare four to seven runs each."""
+
+KNOB_SEEDS = {"ci": (42, 43), "cpu": (42, 43), "gpu": (42, 43, 44)}
+"""Seeds of the baseline repeated in every knob chapter: its spread is the noise a knob's
+effect is read against."""
+
+
+def knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:
+    """The base run of the knob chapters: a fine-tune of pretrained weights on every profile.
+
+    On the ``ci`` and ``cpu`` profiles it is a full fine-tune of ``tiny-pretrained``, the
+    1.5M-parameter byte-level Llama that :mod:`ftlab.pretrain` pretrains on money prose
+    (about 0.2 s a step on two cores, so five runs and a second seed fit in a few minutes);
+    on ``gpu`` it is LoRA on the real SmolLM2-135M. The tiny base reads bytes and knows the
+    domain but not the task, so it learns the answer format and some digits and scores
+    near 0 exact match: these chapters judge runs by loss, not exact match.
+    """
+    name = _checked_profile(profile, "knob_config", "profile")
+    w = WORKLOADS[name]
+    if name == "gpu":
+        base = dict(model="smollm2-135m", lora_r=16, lora_alpha=32, learning_rate=1e-3)
+    else:
+        base = dict(model="tiny-pretrained", lora_r=0, learning_rate=1e-3, system_prompt="", max_seq_length=256,
+                    per_device_train_batch_size=8, exact_match_size=0)
+    sizes = dict(max_steps=KNOB_STEPS[name], eval_steps=max(1, KNOB_STEPS[name] // 5), eval_size=w.eval_size,
+                 per_device_train_batch_size=w.per_device_train_batch_size, exact_match_size=w.exact_match_size,
+                 max_seq_length=w.max_seq_length)
+    return RunConfig(**{**sizes, **base, **overrides})

@@ -1,0 +1,1 @@
+"""Foundation: what every layer above may use: the cache folder and atomic writes, local model folders and hub checks, and how ftlab behaves inside a Jupyter kernel. Imports nothing else of ftlab but its errors."""

@@ -1,0 +1,271 @@
+"""Padding, packing and naive packing, measured side by side (chapter 07).
+
+Three ways to lay the same tokenized examples out in batches:
+
+* ``padding``: ``batch_size`` examples a batch, each padded on the right to the longest
+  one in its batch (dynamic padding, what ``train()`` does without packing). The padded
+  slots cost compute and activation memory and teach nothing.
+* ``packed``: whole examples placed one after another in rows of ``seq_len`` tokens, each
+  restarting its ``position_ids`` at 0, no attention mask (exactly the rows ``train()``
+  builds with ``packing=True``, from :func:`ftlab.data.pack_examples`). transformers reads
+  the restarts as sequence boundaries and builds a block-diagonal causal mask, so no
+  example attends to another: every token's loss is what it would be alone. A row still
+  ends in padding where the next example does not fit (examples stay whole and in order).
+* ``naive``: the same rows with one causal mask over the whole row and positions running
+  on: every example attends to the ones packed before it. Cheap, and what a row of
+  concatenated text gets in pretraining, but the loss of an example now depends on its
+  neighbours (:func:`contamination` measures by how much).
+
+The block-diagonal mask only appears when transformers can see the restarts: it looks for
+them only when no attention mask and no KV cache are passed. An all-ones
+``attention_mask`` (what a tokenizer or a generic collator adds) or ``use_cache=True``
+silently turns a packed row back into one sequence, with positions that now repeat;
+:func:`contamination` measures that trap too.
+
+Packing pays when lengths are skewed (:mod:`ftlab.skewed_mix`): then padding fills most
+of every batch. With sdpa or eager attention (a CPU) the attention over a packed row still
+computes the masked-out blocks, and the mask itself costs memory: each layer saves it as a
+float ``batch x seq x seq`` tensor for backward, plus rotary tables per row, where naive
+packing's plain causal mask needs neither. So the gain is the padding removed, no more. On
+a GPU, FlashAttention's variable-length kernels skip the masked-out blocks and need no
+padding at all: padding-free attention. transformers 5 takes that path from restarted
+``position_ids`` only for a batch flattened into one row (``DataCollatorWithFlattening``);
+given several packed rows, FlashAttention attends over each whole row, which is naive
+packing. ftlab loads models with sdpa, where packed rows of any batch size stay apart.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ftlab.setup.data import Collator, pack_examples, pack_groups
+from ftlab.errors import DataError
+from ftlab.memory import ActivationMeter
+
+LAYOUTS = ("padding", "packed", "naive")
+Example = Mapping[str, Sequence[int]]
+"""A tokenized example: ``input_ids`` and ``labels`` (-100 on prompt tokens), as
+:func:`ftlab.data.encode_example` makes it and ``load_data(config).train`` holds it."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a layout: the model's inputs and what they hold."""
+
+    inputs: dict[str, torch.Tensor]
+    real_tokens: int
+    """Tokens of examples (not padding): what tokens per second counts."""
+    supervised_tokens: int
+    """Tokens the loss scores, counted as transformers' causal-LM loss counts them."""
+    examples: int
+
+    @property
+    def slots(self) -> int:
+        """Token positions the model computes, padding included."""
+        return self.inputs["input_ids"].numel()
+
+
+def _tokenized(examples: Sequence[Example], seq_len: int) -> list[dict[str, list[int]]]:
+    """The examples as plain lists (a ``datasets.Dataset`` iterates as dicts), checked."""
+    rows = [dict(ex) for ex in examples]
+    if not rows:
+        raise DataError("examples is empty; give tokenized examples, e.g. load_data(config).train")
+    if "position_ids" in rows[0]:
+        raise DataError("examples are already packed rows; load them with RunConfig.packing=False, the layouts pack them")
+    if "input_ids" not in rows[0] or "labels" not in rows[0]:
+        raise DataError(f"an example has fields {sorted(rows[0])}; it needs input_ids and labels "
+                        f"(tokenized, as load_data(config).train holds them)")
+    longest = max(len(ex["input_ids"]) for ex in rows)
+    if longest > seq_len:
+        raise DataError(f"seq_len={seq_len} is shorter than the longest example ({longest} tokens); raise seq_len "
+                        f"to at least {longest}, or load the data with RunConfig.max_seq_length={seq_len}")
+    return [{"input_ids": list(ex["input_ids"]), "labels": list(ex["labels"])} for ex in rows]
+
+
+def layout_batches(examples: Sequence[Example], layout: str, batch_size: int, seq_len: int,
+                   pad_token_id: int) -> list[Batch]:
+    """Every example exactly once, in order, laid out as ``layout`` in batches of
+    ``batch_size`` examples (``padding``) or of ``batch_size`` rows of ``seq_len`` tokens
+    (``packed``, ``naive``)."""
+    if layout not in LAYOUTS:
+        raise DataError(f"layout={layout!r} is not a layout; use one of {', '.join(LAYOUTS)}")
+    if batch_size < 1:
+        raise DataError(f"batch_size={batch_size} must be at least 1")
+    examples = _tokenized(examples, seq_len)
+    collate = Collator(pad_token_id)
+    lengths = [len(ex["input_ids"]) for ex in examples]
+    if layout == "padding":
+        groups = [list(range(i, min(i + batch_size, len(examples)))) for i in range(0, len(examples), batch_size)]
+        return [_batch(collate([examples[i] for i in g]), sum(lengths[i] for i in g), len(g)) for g in groups]
+    rows = pack_examples(examples, seq_len, pad_token_id)
+    groups = pack_groups(lengths, seq_len)  # what each of those rows holds
+    batches = []
+    for b in range(0, len(rows), batch_size):
+        inputs = collate(rows[b:b + batch_size])
+        if layout == "naive":
+            del inputs["position_ids"]  # positions 0..seq_len-1 and one causal mask over the row
+        held = [i for g in groups[b:b + batch_size] for i in g]
+        batches.append(_batch(inputs, sum(lengths[i] for i in held), len(held)))
+    return batches
+
+
+def _batch(inputs: dict[str, torch.Tensor], real_tokens: int, examples: int) -> Batch:
+    supervised = int((inputs["labels"][:, 1:] != -100).sum())  # the causal-LM loss shifts labels by one
+    return Batch(inputs=inputs, real_tokens=real_tokens, supervised_tokens=supervised, examples=examples)
+
+
+def padding_fraction(batches: Sequence[Batch]) -> float:
+    """The share of computed token positions that are padding."""
+    slots = sum(b.slots for b in batches)
+    return 1 - sum(b.real_tokens for b in batches) / slots
+
+
+def first_steps(examples: Sequence[Example], steps: int, batch_size: int, seq_len: int) -> list[Example]:
+    """The examples the ``packed`` layout fits into its first ``steps`` batches: measuring
+    every layout on these, they all see the same examples (the ``padding`` layout then needs
+    more, smaller batches for them)."""
+    if steps < 1:
+        raise DataError(f"steps={steps} must be at least 1 (or None for every example)")
+    examples = _tokenized(examples, seq_len)
+    groups = pack_groups([len(ex["input_ids"]) for ex in examples], seq_len)
+    return examples[:sum(len(g) for g in groups[:steps * batch_size])]
+
+
+@dataclass(frozen=True)
+class LayoutMeasurement:
+    """One layout's cost and loss on a fixed set of examples (:func:`measure_layout`)."""
+
+    layout: str
+    examples: int
+    batches: int
+    real_tokens: int
+    supervised_tokens: int
+    padding_fraction: float
+    seconds: float
+    """Forward + backward over every batch, the fastest of the timed passes."""
+    tokens_per_second: float
+    """Real (non-padding) tokens per second."""
+    loss_per_token: float
+    """Summed token losses / supervised tokens: the same number for ``padding`` and
+    ``packed`` (they compute the same thing), another one for ``naive``."""
+    activation_bytes: int
+    """Bytes saved for backward by the largest batch (exact, :class:`~ftlab.memory.ActivationMeter`)."""
+    activation_tokens: int
+    """Real tokens in that largest batch."""
+
+    @property
+    def activation_bytes_per_token(self) -> float:
+        return self.activation_bytes / self.activation_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "activation_bytes_per_token": self.activation_bytes_per_token}
+
+
+def measure_layout(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
+                   layout: str, batch_size: int = 8, seq_len: int = 256, steps: int | None = None,
+                   repeats: int = 1) -> LayoutMeasurement:
+    """Time one layout's training passes and measure its loss and activation memory.
+
+    ``steps`` picks the examples (:func:`first_steps`; None: all of them), so calls for
+    different layouts with the same arguments measure the same examples. Each batch runs
+    forward and backward and the gradients are dropped: no optimizer step, so the weights
+    stay as they are and the layouts' losses compare token for token (the optimizer step
+    costs the same whatever the layout). First one untimed pass over the largest batch
+    measures the activations and warms up; then ``repeats`` timed passes over every batch,
+    of which the fastest counts (other load on the machine only ever slows a pass down).
+    """
+    if repeats < 1:
+        raise DataError(f"repeats={repeats} must be at least 1")
+    chosen = first_steps(examples, steps, batch_size, seq_len) if steps is not None else examples
+    batches = layout_batches(chosen, layout, batch_size, seq_len, tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    for batch in batches:
+        batch.inputs.update({k: v.to(device) for k, v in batch.inputs.items()})
+    was_training = model.training
+    model.train()
+    try:
+        largest = max(batches, key=lambda b: b.slots)
+        with ActivationMeter(model) as meter:
+            loss = _loss(model, largest)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        times, loss_sum = [], 0.0
+        for repeat in range(repeats):
+            elapsed = 0.0
+            for batch in batches:
+                start = time.perf_counter()
+                loss = _loss(model, batch)
+                loss.backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                elapsed += time.perf_counter() - start
+                model.zero_grad(set_to_none=True)
+                if repeat == 0:
+                    loss_sum += loss.item() * batch.supervised_tokens
+            times.append(elapsed)
+    finally:
+        model.train(was_training)
+    real = sum(b.real_tokens for b in batches)
+    supervised = sum(b.supervised_tokens for b in batches)
+    return LayoutMeasurement(layout=layout, examples=sum(b.examples for b in batches), batches=len(batches),
+                             real_tokens=real, supervised_tokens=supervised, padding_fraction=padding_fraction(batches),
+                             seconds=min(times), tokens_per_second=real / min(times), loss_per_token=loss_sum / supervised,
+                             activation_bytes=meter.bytes, activation_tokens=largest.real_tokens)
+
+
+def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """transformers' causal-LM loss (mean over the batch's supervised tokens); no KV cache,
+    which would hide the packed examples' boundaries."""
+    return model(**batch.inputs, use_cache=False).loss
+
+
+@dataclass(frozen=True)
+class Contamination:
+    """Example B's loss per supervised token, alone and packed after example A."""
+
+    alone: float
+    naive: float
+    """A and B in one row under one causal mask: B attends to A."""
+    restarted: float
+    """A and B in one row with restarted ``position_ids`` (:func:`ftlab.data.pack_examples`):
+    equal to ``alone`` up to float rounding."""
+    restarted_with_mask: float
+    """The same row plus an all-ones ``attention_mask``: transformers no longer looks for
+    the restarts, so B attends to A, with positions that repeat."""
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def contamination(model: torch.nn.Module, a: Example, b: Example) -> Contamination:
+    """How much packing A before B changes B's loss, in each layout (only B is scored).
+
+    Evaluation mode, no gradients: a pure function of the weights, so the differences are
+    the layouts' and nothing else's.
+    """
+    width = len(a["input_ids"]) + len(b["input_ids"])
+    a_in, b_in = _tokenized([a, b], width)
+    a_in["labels"] = [-100] * len(a_in["labels"])  # score B only
+    row = pack_examples([a_in, b_in], width, pad_token_id=0)[0]  # exactly full: no padding
+    ids, labels, positions = (torch.tensor([row[k]]) for k in ("input_ids", "labels", "position_ids"))
+    was_training = model.training
+    model.eval()
+    try:
+        return Contamination(
+            alone=_eval_loss(model, input_ids=torch.tensor([b_in["input_ids"]]), labels=torch.tensor([b_in["labels"]])),
+            naive=_eval_loss(model, input_ids=ids, labels=labels),
+            restarted=_eval_loss(model, input_ids=ids, labels=labels, position_ids=positions),
+            restarted_with_mask=_eval_loss(model, input_ids=ids, labels=labels, position_ids=positions,
+                                           attention_mask=torch.ones_like(ids)))
+    finally:
+        model.train(was_training)
+
+
+def _eval_loss(model: torch.nn.Module, **inputs: torch.Tensor) -> float:
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False).loss.item()

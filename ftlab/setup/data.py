@@ -1,0 +1,358 @@
+"""Instruction data for a run: reading, chat-templating, loss masking and packing.
+
+The model should learn to write the *answer*, not to reproduce the question, so every
+prompt token (system turn, user turn, the assistant header) gets label -100 and only the
+response tokens plus the closing ``<|im_end|>`` are scored. Packing puts several examples
+into one row to waste no compute on padding; each example restarts its ``position_ids``
+at 0 and no attention mask is passed, which makes transformers build a block-diagonal
+causal mask, so an example never attends to the one packed before it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import datasets
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedTokenizerBase
+
+from ftlab.config.run_config import RunConfig
+from ftlab.errors import DataError
+from ftlab.setup.models import load_tokenizer
+from ftlab.foundation.sources import hub_source
+
+SPLITS = ("train", "validation", "test")
+SHIPPED = ("finance",)
+FILE_TYPES = (".jsonl", ".json", ".csv")
+"""Local file types a data set may be; ``datasets`` reads .json and .csv, ftlab reads .jsonl."""
+_OTHER_FILE_TYPES = (".txt", ".tsv", ".parquet", ".arrow", ".xlsx", ".xls", ".md", ".gz", ".zip")
+
+
+def data_dir() -> Path:
+    """The shipped data folder (FTLAB_DATA overrides the repository's data/)."""
+    return Path(os.environ.get("FTLAB_DATA") or Path(__file__).resolve().parents[2] / "data")
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "response")) -> list[dict[str, Any]]:
+    """Every line of a JSONL file as a dict, or a DataError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; give a .jsonl file with one JSON object per line")
+    rows: list[dict[str, Any]] = []
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}); "
+                            f"each line must be one object like {{\"prompt\": \"...\", \"response\": \"...\"}}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        for key in required:
+            if key not in row:
+                raise DataError(f"{path}:{lineno}: missing field '{key}' (fields present: {', '.join(row) or 'none'}); "
+                                f"set RunConfig.prompt_field / response_field if your file names them differently")
+            if not isinstance(row[key], str) or not row[key].strip():
+                raise DataError(f"{path}:{lineno}: field '{key}' must be a non-empty string, got {row[key]!r}")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no examples in the file")
+    return rows
+
+
+def utf8_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every line, decoded as UTF-8 (a leading byte-order mark, as
+    Windows editors write it, is dropped); DataError naming the file, line and column of
+    the first byte that is not UTF-8."""
+    lines = []
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                            f"save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}` "
+                            f"if it was written as Latin-1 / Windows-1252") from None
+        lines.append((lineno, text))
+    return lines
+
+
+def local_path(name: str) -> Path:
+    """Where a ``RunConfig.dataset`` name points on disk: a shipped set's folder, else the
+    name read as a path. It may not exist (then the name is a hub id)."""
+    return data_dir() / name if name in SHIPPED else Path(name).expanduser()
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The ``<split>.jsonl`` files present in a data folder, by split name."""
+    return {s: folder / f"{s}.jsonl" for s in SPLITS if (folder / f"{s}.jsonl").is_file()}
+
+
+def data_fingerprint(config: RunConfig) -> str | None:
+    """A hash of the bytes of the local files ``config.dataset`` reads, or None for a hub
+    data set (its name is all we know without downloading it).
+
+    A run is cached under its config's hash, and a config names a data file, not its
+    contents: without this, a learner who edits ``my_data.jsonl`` and runs the cell again
+    would be shown the old run.
+    """
+    path = local_path(config.dataset)
+    if path.is_dir():
+        files = list(split_files(path).values())
+    elif path.is_file():
+        files = [path]
+    else:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_raw(config: RunConfig) -> DatasetDict:
+    """train / validation / test splits with ``prompt`` and ``response`` columns."""
+    name, fields = config.dataset, (config.prompt_field, config.response_field)
+    path = local_path(name)
+    if name in SHIPPED and not path.is_dir():
+        raise DataError(f"RunConfig.dataset={name!r}: the shipped data set is not at {path} (FTLAB_DATA="
+                        f"{os.environ.get('FTLAB_DATA')!r}); unset FTLAB_DATA, or point it at the repository's data/ folder")
+    if path.is_dir():
+        found = split_files(path)
+        if "train" not in found:
+            raise DataError(f"RunConfig.dataset={name!r}: the folder has no train.jsonl")
+        splits = DatasetDict({s: Dataset.from_list(read_jsonl(p, fields)) for s, p in found.items()})
+    elif path.suffix == ".jsonl":
+        splits = DatasetDict({"train": Dataset.from_list(read_jsonl(path, fields))})
+    elif path.is_file() or name.startswith((".", "/", "~")) or path.suffix in FILE_TYPES + _OTHER_FILE_TYPES:
+        splits = _read_file(name, path)
+    else:
+        source = hub_source(name, "dataset", lambda why: DataError(
+            f"RunConfig.dataset={name!r} is not a local file or folder, so it is a hub data set, and {why}; offline, "
+            f"use 'finance' or a local .jsonl/.json/.csv file or folder"))
+        try:
+            splits = datasets.load_dataset(source)
+        except Exception as err:  # the hub raises many types; all mean "not available here"
+            raise DataError(f"RunConfig.dataset={name!r} could not be loaded ({type(err).__name__}); offline, use "
+                            f"'finance' or a local .jsonl/.json/.csv file or folder") from err
+    for split in splits.values():
+        for key in fields:
+            if key not in split.column_names:
+                raise DataError(f"RunConfig.dataset={name!r} has no column '{key}' (columns: "
+                                f"{', '.join(split.column_names)}); set prompt_field / response_field")
+    return _complete_splits(DatasetDict(splits), config.seed).map(lambda r: _rename(r, fields))
+
+
+def _read_file(name: str, path: Path) -> DatasetDict:
+    """A local .json or .csv file through ``datasets``, checked first: it exists, its type is
+    one ftlab reads, it is UTF-8 (the error names the line), and ``datasets`` can parse it."""
+    if not path.is_file():
+        raise DataError(f"RunConfig.dataset={name!r}: file not found")
+    if path.suffix not in FILE_TYPES:
+        raise DataError(f"RunConfig.dataset={name!r}: a {path.suffix or 'suffix-less'} file is not a data set ftlab reads; "
+                        f"give a .jsonl file (one {{\"prompt\": ..., \"response\": ...}} object per line), a .json or a .csv")
+    lines = utf8_lines(path)
+    if path.suffix == ".json":
+        _check_json(path, lines)
+    try:
+        return datasets.load_dataset(path.suffix.lstrip("."), data_files=str(path))
+    except Exception as err:  # pyarrow and pandas raise many types for a malformed file
+        first = str(err).splitlines()[0][:200] if str(err) else ""
+        raise DataError(f"RunConfig.dataset={name!r}: {path} cannot be read as {path.suffix} ({type(err).__name__}: "
+                        f"{first}); check the file, or convert it to .jsonl with one object per line") from None
+
+
+def _check_json(path: Path, lines: list[tuple[int, str]]) -> None:
+    """A .json data file is one JSON document or JSON Lines (``datasets`` reads both): if it is
+    neither, DataError naming the line and column where the document stops being JSON."""
+    try:
+        json.loads("\n".join(text for _, text in lines))
+        return
+    except json.JSONDecodeError as err:
+        document = err
+    try:
+        for _, text in lines:
+            if text.strip():
+                json.loads(text)
+    except json.JSONDecodeError:
+        raise DataError(f"{path}:{document.lineno}: not valid JSON ({document.msg} at column {document.colno}); a .json "
+                        f"data file is a list of {{\"prompt\": ..., \"response\": ...}} objects or one such object "
+                        f"per line") from None
+
+
+def _rename(row: dict[str, Any], fields: tuple[str, str]) -> dict[str, Any]:
+    return {"prompt": str(row[fields[0]]), "response": str(row[fields[1]])}
+
+
+def _complete_splits(splits: DatasetDict, seed: int) -> DatasetDict:
+    """Carve missing validation/test splits (10% each) out of train, reproducibly."""
+    if "train" not in splits:
+        raise DataError(f"the data set has no 'train' split (splits: {', '.join(splits)})")
+    train = splits["train"]
+    for split in ("validation", "test"):
+        if split not in splits:
+            if len(train) < 20:
+                raise DataError(f"only {len(train)} training examples; need >= 20 to carve a {split} split")
+            parts = train.train_test_split(test_size=0.1, seed=seed)
+            train, splits[split] = parts["train"], parts["test"]
+    splits["train"] = train
+    return splits
+
+
+def chat_messages(prompt: str, system_prompt: str, response: str | None = None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": prompt})
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def _ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
+    return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
+
+
+def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, system_prompt: str,
+                   max_seq_length: int) -> dict[str, list[int]] | None:
+    """Token ids of one chat example with the prompt masked out of the labels.
+
+    Returns None when the prompt alone fills ``max_seq_length`` (nothing left to learn).
+    """
+    prompt_ids = _ids(tokenizer, chat_messages(prompt, system_prompt), generation_prompt=True)
+    full_ids = _ids(tokenizer, chat_messages(prompt, system_prompt, response), generation_prompt=False)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise DataError("the tokenizer's chat template does not render the prompt as a prefix of the full "
+                        "conversation, so prompt tokens cannot be masked reliably; use a model whose template does")
+    if len(prompt_ids) >= max_seq_length:
+        return None
+    full_ids = full_ids[:max_seq_length]
+    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    return {"input_ids": full_ids, "labels": labels}
+
+
+def pack_groups(lengths: Sequence[int], max_seq_length: int) -> list[list[int]]:
+    """Which examples (their indices, in order) share each packed row.
+
+    Greedy: an example joins the current row while it fits, else it starts the next row.
+    An example is never split across rows. Kept apart from :func:`pack_examples` so that a
+    measurement (:mod:`ftlab.packing`) knows what each row holds without re-deriving it.
+    """
+    groups: list[list[int]] = []
+    used = 0
+    for index, n in enumerate(lengths):
+        if groups and used + n <= max_seq_length:
+            groups[-1].append(index)
+            used += n
+        else:
+            groups.append([index])
+            used = n
+    return groups
+
+
+def pack_examples(examples: Sequence[dict[str, list[int]]], max_seq_length: int, pad_token_id: int
+                  ) -> list[dict[str, list[int]]]:
+    """Fill rows of exactly ``max_seq_length`` tokens with whole examples (:func:`pack_groups`).
+
+    ``position_ids`` restart at 0 for each example (and for the padding tail). With no
+    attention mask and no KV cache (``load_model`` sets ``use_cache=False``), transformers
+    reads the restarts as sequence boundaries and builds a block-diagonal causal mask: no
+    token sees another example. An all-ones attention mask would switch that detection off
+    (measured in :func:`ftlab.packing.contamination`).
+    """
+    rows: list[dict[str, list[int]]] = []
+    for group in pack_groups([len(ex["input_ids"]) for ex in examples], max_seq_length):
+        ids = [t for i in group for t in examples[i]["input_ids"]]
+        labels = [t for i in group for t in examples[i]["labels"]]
+        pos = [p for i in group for p in range(len(examples[i]["input_ids"]))]
+        pad = max_seq_length - len(ids)
+        rows.append({"input_ids": ids + [pad_token_id] * pad, "labels": labels + [-100] * pad,
+                     "position_ids": pos + list(range(pad))})
+    return rows
+
+
+@dataclass
+class Collator:
+    """Pads a batch on the right; packed rows are already full and carry position_ids, and
+    get no attention mask (an all-ones mask would hide the packed examples' boundaries)."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        if "position_ids" in features[0]:
+            return {k: torch.tensor([f[k] for f in features]) for k in ("input_ids", "labels", "position_ids")}
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "labels": [], "attention_mask": []}
+        for f in features:
+            pad = width - len(f["input_ids"])
+            batch["input_ids"].append(f["input_ids"] + [self.pad_token_id] * pad)
+            batch["labels"].append(f["labels"] + [-100] * pad)
+            batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
+        return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+@dataclass
+class Data:
+    """Everything a run needs from its data set."""
+
+    train: Dataset
+    """Tokenized training rows (input_ids, labels[, position_ids])."""
+    validation: Dataset
+    """Tokenized validation rows for eval loss (the first ``eval_size``)."""
+    test: list[dict[str, str]]
+    """Raw held-out examples scored by exact match (the first ``exact_match_size``)."""
+    raw: DatasetDict
+    collator: Collator
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> tuple[list[dict], int]:
+    out, dropped = [], 0
+    for row in rows:
+        ex = encode_example(tokenizer, row["prompt"], row["response"], config.system_prompt, config.max_seq_length)
+        if ex is None:
+            dropped += 1
+        else:
+            out.append(ex)
+    return out, dropped
+
+
+def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Data:
+    """Load, template, mask and (optionally) pack the configured data set."""
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config)
+    raw = load_raw(config)
+    train_rows = raw["train"].select(range(min(config.train_size, len(raw["train"])))) if config.train_size else raw["train"]
+    train, dropped = _tokenize(train_rows, tokenizer, config)
+    validation, dropped_val = _tokenize(raw["validation"].select(range(min(config.eval_size, len(raw["validation"])))),
+                                        tokenizer, config)
+    if not train:
+        need = min(len(_ids(tokenizer, chat_messages(r["prompt"], config.system_prompt), generation_prompt=True))
+                   for r in train_rows) + 1
+        raise DataError(f"no training example fits in max_seq_length={config.max_seq_length}: the shortest prompt "
+                        f"(with the system prompt and chat template) is {need - 1} tokens of model {config.model!r}; "
+                        f"raise RunConfig.max_seq_length to well above {need} (None picks the model's default), or "
+                        f"shorten system_prompt")
+    lengths = [len(ex["input_ids"]) for ex in train]
+    rows = pack_examples(train, config.max_seq_length, tokenizer.pad_token_id) if config.packing else train
+    test = [dict(r) for r in raw["test"].select(range(min(config.exact_match_size, len(raw["test"]))))]
+    info = {"train_examples": len(train), "train_rows": len(rows), "dropped_too_long": dropped + dropped_val,
+            "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),
+            "supervised_tokens": sum(sum(1 for t in ex["labels"] if t != -100) for ex in train)}
+    return Data(train=Dataset.from_list(rows), validation=Dataset.from_list(validation), test=test, raw=raw,
+                collator=Collator(tokenizer.pad_token_id), info=info)
+
+
+def split_summary(raw: DatasetDict) -> dict[str, dict[str, int]]:
+    """Examples per split and, when the data has a ``task`` column, per task."""
+    out: dict[str, dict[str, int]] = {}
+    for name, split in raw.items():
+        counts: dict[str, int] = {"total": len(split)}
+        if "task" in split.column_names:
+            for task in split["task"]:
+                counts[task] = counts.get(task, 0) + 1
+        out[name] = counts
+    return out

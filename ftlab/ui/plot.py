@@ -1,0 +1,184 @@
+"""Plots that compare Runs. Each function draws on a new figure (or the given axes) and
+returns the figure, so notebooks show it and tests can inspect it."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Literal, Mapping, Sequence, overload
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ftlab.memory import MEMORY_PARTS, MiB, MemoryBreakdown
+from ftlab.foundation.jupyter import ipython_shell
+from ftlab.runs.record import Run
+
+MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
+
+
+def show_figures_inline(shell: Any = None) -> bool:
+    """Teach the running IPython to draw a matplotlib ``Figure`` as a PNG; True if it did.
+
+    ftlab draws on ``matplotlib.figure.Figure`` objects rather than pyplot, so plots keep no
+    global state between cells, widgets and tests. IPython, however, only learns to render a
+    Figure when pyplot loads its inline backend; without this, a cell that returns a plot
+    shows ``<Figure size 700x400 with 1 Axes>`` instead of the picture. ``import ftlab``
+    calls it; outside IPython it does nothing (and does not import IPython).
+    """
+    if shell is None:
+        shell = ipython_shell()
+    if shell is None:
+        return False
+    from IPython.core.pylabtools import select_figure_formats
+    select_figure_formats(shell, {"png"})
+    return True
+
+
+@overload
+def new_figure(figsize: tuple[float, float] = (7, 4), ncols: Literal[1] = 1) -> tuple[Figure, Axes]: ...
+@overload
+def new_figure(figsize: tuple[float, float], ncols: int) -> tuple[Figure, np.ndarray]: ...
+def new_figure(figsize: tuple[float, float] = (7, 4), ncols: int = 1) -> tuple[Figure, Axes | np.ndarray]:
+    """A new figure with ``ncols`` axes side by side: one Axes, or an array of them.
+
+    The plots here, the widgets' panels and the lessons' figures all start here, so all share
+    two choices: a plain ``Figure``, never pyplot (no global state between cells, widgets and
+    tests; see :func:`show_figures_inline`), and constrained layout, so a title, a colorbar or
+    a legend beside the axes is never cut off when a widget renders the figure to PNG.
+    (:mod:`ftlab.search.plot` makes the same figure itself: it sits a layer below this one.)
+    """
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(1, ncols)
+
+
+def figure_and_axes(ax: Axes | None, figsize: tuple[float, float] = (7, 4)) -> tuple[Figure, Axes]:
+    """``ax`` and its figure when the caller draws into a layout of its own (a panel, a grid of
+    plots), else a new figure of ``figsize``: what every plot that takes ``ax=`` draws on."""
+    if ax is not None:
+        return ax.figure, ax
+    return new_figure(figsize)
+
+
+def frame_steps(ax: Axes, ylabel: str, title: str | None = None) -> None:
+    """The look every step-on-x plot shares, without the legend: also the frame of a plot
+    that has no curve yet (the Playground before its first run), where a legend would be
+    an empty box."""
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def _finish(ax: Axes, ylabel: str, title: str | None = None) -> None:
+    """A finished step-on-x plot: the shared frame and the legend of its curves."""
+    frame_steps(ax, ylabel, title)
+    ax.legend(fontsize=8)
+
+
+def _label(run: Run, i: int) -> str:
+    return run.label or f"run {i} ({run.config_hash})"
+
+
+LOSS_STYLES: dict[str, dict[str, Any]] = {"train": {"alpha": 0.6, "lw": 1}, "eval": {"marker": "o", "lw": 2}}
+"""Train loss thin and faint (it is noisy), eval loss bold with a marker per evaluation."""
+
+
+def plot_loss_curve(steps: Sequence[int], values: Sequence[float], kind: str, color: str, label: str,
+                    ax: Axes | None = None) -> Figure:
+    """One train or eval loss curve (``kind``) in the look :func:`plot_losses` gives every run,
+    so a curve drawn on its own, such as the Playground's run still in training, looks like
+    the one it becomes."""
+    fig, ax = figure_and_axes(ax)
+    ax.plot(steps, values, color=color, label=label, **LOSS_STYLES[kind])
+    return fig
+
+
+def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True, eval: bool = True,
+                smooth: int = 1, title: str = "Loss") -> Figure:
+    """Train loss (thin, optionally smoothed) and eval loss (markers) of several runs overlaid."""
+    fig, ax = figure_and_axes(ax)
+    for i, run in enumerate(runs):
+        color = f"C{i % 10}"
+        if train:
+            steps, loss = run.series("loss")
+            if smooth > 1 and len(loss) >= smooth:
+                loss = [sum(loss[max(0, j - smooth + 1):j + 1]) / len(loss[max(0, j - smooth + 1):j + 1]) for j in range(len(loss))]
+            plot_loss_curve(steps, loss, "train", color, f"{_label(run, i)} train", ax=ax)
+        if eval:
+            steps, loss = run.series("eval_loss")
+            plot_loss_curve(steps, loss, "eval", color, f"{_label(run, i)} eval", ax=ax)
+    _finish(ax, "cross-entropy loss", title)
+    return fig
+
+
+def plot_eval_by_tokens(runs: Sequence[Run], ax: Axes | None = None, title: str = "Eval loss by tokens seen") -> Figure:
+    """Eval loss against the real training tokens read so far: runs at different batch sizes
+    take different numbers of steps for the same data, so steps would compare unlike things."""
+    fig, ax = figure_and_axes(ax)
+    for i, run in enumerate(runs):
+        seen, total = {0: 0}, 0
+        for row in run.history:
+            total += row.get("tokens", 0)
+            seen[row["step"]] = total
+        steps, loss = run.series("eval_loss")
+        ax.plot([seen.get(s, total) for s in steps], loss, "o-", color=f"C{i % 10}", label=_label(run, i), markersize=4)
+    ax.set_xlabel("training tokens seen")
+    ax.set_ylabel("eval loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_metric(runs: Sequence[Run], key: str, ax: Axes | None = None, ylabel: str | None = None,
+                logy: bool = False) -> Figure:
+    """Any per-step history key (learning_rate, grad_norm, weight_norm, tokens_per_second)."""
+    fig, ax = figure_and_axes(ax)
+    for i, run in enumerate(runs):
+        steps, values = run.series(key)
+        ax.plot(steps, values, color=f"C{i % 10}", label=_label(run, i))
+    if logy:
+        ax.set_yscale("log")
+    _finish(ax, ylabel or key.replace("_", " "))
+    return fig
+
+
+def plot_schedules(curves: Mapping[str, Sequence[float]], ax: Axes | None = None,
+                   title: str = "Learning-rate schedules") -> Figure:
+    """One line per schedule (step on x, learning rate on y), e.g.
+    ``{n: schedules.lr_curve(n, ...) for n in schedules.SCHEDULERS}``."""
+    fig, ax = figure_and_axes(ax, figsize=(8, 4.5))
+    for i, (name, lrs) in enumerate(curves.items()):
+        # dashes for the second set of ten, so no two of many lines share a color and a style
+        ax.plot(range(len(lrs)), lrs, label=name, color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.6)
+    _finish(ax, "learning rate", title)
+    return fig
+
+
+def plot_lr(runs: Sequence[Run], ax: Axes | None = None) -> Figure:
+    """The learning rate each run really used at each step."""
+    return plot_metric(runs, "learning_rate", ax=ax, ylabel="learning rate")
+
+
+def plot_memory(items: Mapping[str, MemoryBreakdown] | Iterable[Run], ax: Axes | None = None,
+                title: str = "Training memory (measured)") -> Figure:
+    """Stacked bars of weights / gradients / optimizer state / activations in MiB."""
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        pairs = [(_label(r, i), r.memory) for i, r in enumerate(items) if r.memory is not None]
+    fig, ax = figure_and_axes(ax, figsize=(max(6.0, 1.3 * len(pairs) + 3), 4))
+    names = [p[0] for p in pairs]
+    bottom = [0.0] * len(pairs)
+    for part in MEMORY_PARTS:
+        values = [getattr(m, part) / MiB for _, m in pairs]
+        ax.bar(names, values, bottom=bottom, label=part, color=MEMORY_COLORS[part])
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for x, total in enumerate(bottom):
+        ax.annotate(f"{total:.0f}", (x, total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(top=1.12 * max(bottom, default=1.0))  # room for the totals under the title
+    ax.set_ylabel("MiB")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
+    ax.tick_params(axis="x", labelrotation=20)
+    return fig
