@@ -1,0 +1,1 @@
+"""Runs: the record of one experiment (its declared metrics) and the one cache that knows where records live."""
