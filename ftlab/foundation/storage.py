@@ -52,16 +52,17 @@ def move_aside(path: Path, why: str) -> Path:
     return target
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``: a
-    reader sees the old file or the new one, never half of one (a crash or Ctrl-C mid-write
-    would otherwise leave a truncated run that a later cache lookup trusts)."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temp file in the same folder, fsync, then rename over ``path``: a
+    reader (another learner's process on a shared folder too) sees the old file or the new
+    one, never half of one, and a crash or Ctrl-C mid-write leaves no truncated file that a
+    later lookup would trust. The one atomic writer of ftlab."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -69,6 +70,11 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON, written by :func:`write_bytes_atomic`."""
+    return write_bytes_atomic(path, json.dumps(data, indent=1).encode("utf-8"))
 
 
 def build_folder_atomically(target: Path, build: Callable[[Path], None]) -> Path:

@@ -25,15 +25,13 @@ hundred KiB, about 0.1 s) and returns the folder to use as ``RunConfig.dataset``
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from ftlab.setup.data import SPLITS, data_dir, read_jsonl
 from ftlab.errors import DataError
-from ftlab.foundation.storage import cache_dir
+from ftlab.foundation.storage import cache_dir, write_bytes_atomic
 
 VERSION = 1
 """Part of the folder name: bumped whenever the recipe changes, so a stale copy is never read."""
@@ -120,17 +118,5 @@ def skewed_mix(folder: str | Path | None = None) -> str:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
         path = target / f"{split}.jsonl"
         if not path.is_file() or path.read_bytes() != text:
-            _write_atomic(path, text)
+            write_bytes_atomic(path, text)
     return str(target)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file beside ``path``, then one rename: a reader never sees half a split."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
