@@ -1,8 +1,8 @@
 """When does packing pay? Padding, packing and naive packing on two data sets, side by side.
 
 For the shipped finance data (examples of similar length) and the length-skewed mix
-(:mod:`ftlab.skewed_mix`: three short answers per long worked one), the same examples are
-laid out three ways (:mod:`ftlab.packing`): dynamic padding, packing with restarted
+(:mod:`ftlab.setup.skewed_mix`: three short answers per long worked one), the same examples are
+laid out three ways (:mod:`ftlab.lessons.packing`): dynamic padding, packing with restarted
 ``position_ids``, and naive packing under one causal mask. Each layout runs forward and
 backward over the examples the packed layout fits into ``--steps`` batches; the layouts
 are interleaved ``--repeats`` times and the fastest pass of each counts (load from other

@@ -7,7 +7,7 @@ from ftlab.version import __version__
 from ftlab.foundation.jupyter import in_jupyter_kernel, quiet_libraries
 
 if in_jupyter_kernel():  # first, before any import of bitsandbytes, which logs at import
-    quiet_libraries()  # saved notebooks keep no frozen progress bars or library log lines (see ftlab.notebook)
+    quiet_libraries()  # saved notebooks keep no frozen progress bars or library log lines (see ftlab.foundation.jupyter)
 
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import ConfigError, DataError, DeviceError, FtlabError, ModelNotFoundError

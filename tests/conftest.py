@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # as in a kernel (ftlab.notebook), set before its import
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # as in a kernel (ftlab.foundation.jupyter), set before its import
 from ftlab import RunConfig  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub, even where one is reachable

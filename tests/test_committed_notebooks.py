@@ -23,7 +23,8 @@ import pytest
 from nbclient import NotebookClient
 
 from ftlab import Run, RunConfig
-from ftlab.training.train import Recorder
+from ftlab.training.step import Recorder
+from ftlab.training.train import _summarize
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -148,7 +149,7 @@ def test_every_debris_line_of_a_stream_counts() -> None:
 
 KERNEL_CELLS = [
     "import ftlab\n"
-    "from ftlab.widgets import MemoryPredictor\n"
+    "from ftlab.ui.widgets import MemoryPredictor\n"
     "config = ftlab.RunConfig(model='tiny', lora_r=0, system_prompt='', max_seq_length=384, train_size=64,\n"
     "                         max_steps=2, eval_steps=2, eval_size=8, exact_match_size=0, per_device_train_batch_size=4)\n"
     "model, tokenizer = ftlab.load_model(config)\n"
@@ -173,7 +174,8 @@ def test_a_kernel_saves_no_progress_bars_and_two_lines_per_training_run(tmp_path
     printed = "".join(_text(o["text"]) for o in train if o["output_type"] == "stream" and o["name"] == "stdout")
     start, end = printed.splitlines()
     assert start == "quiet: training 2 steps"
-    assert re.fullmatch(r"quiet: 2 steps in \d+\.\d s · last train loss \d+\.\d{3} · eval loss \d+\.\d{3} at step 2",
+    assert re.fullmatch(r"quiet: 2 steps in \d+\.\d s · train loss \d+\.\d{3} \(mean of last 1 steps\) · "
+                        r"eval loss \d+\.\d{3} -> \d+\.\d{3} · \S+ s/step",
                         end), end
     [shown] = predictor
     assert {"application/vnd.jupyter.widget-view+json", "image/png", "text/plain"} <= set(shown["data"])
@@ -183,7 +185,7 @@ def test_a_kernel_saves_no_progress_bars_and_two_lines_per_training_run(tmp_path
 
 FAKE_KERNEL = ("from IPython.core.interactiveshell import InteractiveShell\n"
                "InteractiveShell.instance().kernel = 'a kernel'\n")
-"""A process that ``ftlab.notebook.in_jupyter_kernel`` takes for a Jupyter kernel."""
+"""A process that ``ftlab.foundation.jupyter.in_jupyter_kernel`` takes for a Jupyter kernel."""
 
 
 def test_in_a_kernel_import_ftlab_quiets_bitsandbytes_before_importing_it() -> None:
@@ -222,6 +224,7 @@ def _recorded(progress: bool = True, ends: bool = True, status: str = "completed
     if ends:
         recorder.on_train_end(None, SimpleNamespace(global_step=3), None)
     recorder.run.status = status
+    _summarize(recorder.run, 3, None)  # train() sums a run up before its end line
     return recorder
 
 
@@ -237,7 +240,9 @@ def test_training_progress_is_a_start_line_and_an_end_line(capsys, ends: bool, s
     out = capsys.readouterr().out
     assert "\r" not in out
     assert out.splitlines()[0] == "demo: training 5 steps"
-    assert re.fullmatch(end + r" · last train loss 0\.333 · eval loss 0\.500 at step 3", out.splitlines()[1])
+    # the end line shows the run's own metrics, named as everywhere else (Run.summary)
+    assert re.fullmatch(end + r" · train loss 0\.333 \(mean of last 1 steps\) · eval loss 0\.500 -> 0\.500"
+                              r" · \S+ s/step", out.splitlines()[1])
     assert len(out.splitlines()) == 2
 
 

@@ -1,4 +1,4 @@
-"""Lion from scratch (ftlab.lion) against the optimizer Trainer builds for optim="lion_32bit"
+"""Lion from scratch (ftlab.lessons.lion) against the optimizer Trainer builds for optim="lion_32bit"
 (bitsandbytes' Lion with 32-bit state), step by step with weight decay."""
 from __future__ import annotations
 

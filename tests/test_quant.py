@@ -1,4 +1,4 @@
-"""NF4 from scratch (ftlab.quant) versus bitsandbytes on CPU: bit-exact checks."""
+"""NF4 from scratch (ftlab.lessons.quant) versus bitsandbytes on CPU: bit-exact checks."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ Everything here is one plain function call of the package, reachable without a n
     ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80]
     ftlab train CONFIG.json
 
-This module parses the arguments and dispatches; ``prepare`` lives in :mod:`ftlab.prepare`
-(how it executes the chapters and resumes), ``runs`` in :mod:`ftlab.runs_cli`, what they
-share in :mod:`ftlab.cli_common`; ``estimate``, ``fits`` and ``train`` are here.
+This module parses the arguments and dispatches; ``prepare`` lives in :mod:`ftlab.cli.prepare`
+(how it executes the chapters and resumes), ``runs`` in :mod:`ftlab.cli.runs`, what they
+share in :mod:`ftlab.cli.common`; ``estimate``, ``fits`` and ``train`` are here.
 
 Errors ftlab raises on purpose (``FtlabError``) are printed as one line and exit with 1.
 """

@@ -1,6 +1,6 @@
 """The optimizers a chapter may compare, and the state each one keeps per trainable parameter.
 
-One table serves both readers: :data:`ftlab.config.OPTIMIZERS` (the names a RunConfig
+One table serves both readers: :data:`ftlab.config.run_config.OPTIMIZERS` (the names a RunConfig
 accepts) is its keys, and the memory predictor prices optimizer state from its rows, so an
 optimizer cannot be offered without also being priced. This module imports nothing from
 ``ftlab.config`` (config imports it).
@@ -19,7 +19,7 @@ What each family keeps, for one trainable parameter of ``n`` values:
   ``momentum_buffer`` and ``centered=true`` a ``grad_avg``, each the parameter's size and dtype.
 * ``adafactor`` (transformers, ``beta1=None`` as Trainer uses it): a matrix keeps only a
   row vector and a column vector of second moments (rows + cols values, not rows x
-  cols); a vector keeps a full second moment (:mod:`ftlab.adafactor`). Always at least
+  cols); a vector keeps a full second moment (:mod:`ftlab.lessons.adafactor`). Always at least
   fp32: a 16-bit gradient is cast to fp32 before its statistics are taken.
 * ``sgd``: Trainer's default momentum is 0, so SGD keeps no state at all; with
   ``optim_args="momentum=0.9"`` it keeps one ``momentum_buffer`` per parameter in its dtype.

@@ -88,7 +88,7 @@ def knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:
     """The base run of the knob chapters: a fine-tune of pretrained weights on every profile.
 
     On the ``ci`` and ``cpu`` profiles it is a full fine-tune of ``tiny-pretrained``, the
-    1.5M-parameter byte-level Llama that :mod:`ftlab.pretrain` pretrains on money prose
+    1.5M-parameter byte-level Llama that :mod:`ftlab.setup.pretrain` pretrains on money prose
     (about 0.2 s a step on two cores, so five runs and a second seed fit in a few minutes);
     on ``gpu`` it is LoRA on the real SmolLM2-135M. The tiny base reads bytes and knows the
     domain but not the task, so it learns the answer format and some digits and scores

@@ -31,7 +31,7 @@ SCHEDULER_TYPES: tuple[str, ...] = tuple(s.value for s in SchedulerType if s.val
 
 OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_TABLE)
 """Optimizers a chapter may compare; each is a transformers ``OptimizerNames`` value, and
-each is priced by the memory predictor from the same table (:mod:`ftlab.optimizers`)."""
+each is priced by the memory predictor from the same table (:mod:`ftlab.config.optimizers`)."""
 
 GPU_ONLY_OPTIMIZERS: frozenset[str] = frozenset(name for name, spec in OPTIMIZER_TABLE.items() if spec.gpu_only)
 """Paged optimizers page state between GPU and CPU memory: meaningless without CUDA."""
@@ -112,7 +112,7 @@ class RunConfig:
     optim: str = "adamw_torch"
     optim_args: str = ""
     """Extra optimizer arguments as Trainer reads them, ``"momentum=0.9"`` for SGD with
-    momentum; only ``sgd`` and ``rmsprop`` take any (see ``ftlab.optimizers.OPTIM_ARGS_KEYS``)."""
+    momentum; only ``sgd`` and ``rmsprop`` take any (see ``ftlab.config.optimizers.OPTIM_ARGS_KEYS``)."""
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0

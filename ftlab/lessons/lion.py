@@ -16,10 +16,10 @@ search over update rules. Its step is short enough to read in one go (:func:`lio
 Why a chapter cares:
 
 * **Memory**: one state tensor per weight (``m``) instead of AdamW's two, so half the
-  optimizer state (see :data:`ftlab.optimizers.OPTIMIZER_TABLE`).
+  optimizer state (see :data:`ftlab.config.optimizers.OPTIMIZER_TABLE`).
 * **Learning rate**: a sign step has norm ``lr * sqrt(n)``, larger than AdamW's typical step
   at the same ``lr``, so Lion wants a learning rate 3-10x smaller than AdamW's, and (to keep
-  the same decay time scale ``1 / (lr * wd)``, see :func:`ftlab.weight_decay.adamw_timescale`)
+  the same decay time scale ``1 / (lr * wd)``, see :func:`ftlab.lessons.weight_decay.adamw_timescale`)
   a weight decay 3-10x larger.
 * **Betas**: the paper's defaults are ``(0.9, 0.99)``. Trainer's ``lion_32bit`` / ``lion_8bit``
   pass ``(adam_beta1, adam_beta2)``, which are ``(0.9, 0.999)`` unless set: a momentum that
@@ -45,7 +45,7 @@ def lion_step(param: Tensor, grad: Tensor, exp_avg: Tensor, *, lr: float,
     Term by term (``beta1, beta2 = betas``):
 
     1. ``p <- p * (1 - lr * wd)``: decoupled decay, the weight shrinks by a fixed fraction and
-       the gradient is not touched (as in :func:`ftlab.weight_decay.adamw_step`).
+       the gradient is not touched (as in :func:`ftlab.lessons.weight_decay.adamw_step`).
     2. ``c = beta1 * m + (1 - beta1) * g``: a look at where the momentum is heading with the new
        gradient mixed in; ``p <- p - lr * sign(c)``.
     3. ``m <- beta2 * m + (1 - beta2) * g``: the momentum itself is averaged with ``beta2``.

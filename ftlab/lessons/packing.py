@@ -7,7 +7,7 @@ Three ways to lay the same tokenized examples out in batches:
   slots cost compute and activation memory and teach nothing.
 * ``packed``: whole examples placed one after another in rows of ``seq_len`` tokens, each
   restarting its ``position_ids`` at 0, no attention mask (exactly the rows ``train()``
-  builds with ``packing=True``, from :func:`ftlab.data.pack_examples`). transformers reads
+  builds with ``packing=True``, from :func:`ftlab.setup.data.pack_examples`). transformers reads
   the restarts as sequence boundaries and builds a block-diagonal causal mask, so no
   example attends to another: every token's loss is what it would be alone. A row still
   ends in padding where the next example does not fit (examples stay whole and in order).
@@ -22,7 +22,7 @@ them only when no attention mask and no KV cache are passed. An all-ones
 silently turns a packed row back into one sequence, with positions that now repeat;
 :func:`contamination` measures that trap too.
 
-Packing pays when lengths are skewed (:mod:`ftlab.skewed_mix`): then padding fills most
+Packing pays when lengths are skewed (:mod:`ftlab.setup.skewed_mix`): then padding fills most
 of every batch. With sdpa or eager attention (a CPU) the attention over a packed row still
 computes the masked-out blocks, and the mask itself costs memory: each layer saves it as a
 float ``batch x seq x seq`` tensor for backward, plus rotary tables per row, where naive
@@ -49,7 +49,7 @@ from ftlab.memory import ActivationMeter
 LAYOUTS = ("padding", "packed", "naive")
 Example = Mapping[str, Sequence[int]]
 """A tokenized example: ``input_ids`` and ``labels`` (-100 on prompt tokens), as
-:func:`ftlab.data.encode_example` makes it and ``load_data(config).train`` holds it."""
+:func:`ftlab.setup.data.encode_example` makes it and ``load_data(config).train`` holds it."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class Contamination:
     naive: float
     """A and B in one row under one causal mask: B attends to A."""
     restarted: float
-    """A and B in one row with restarted ``position_ids`` (:func:`ftlab.data.pack_examples`):
+    """A and B in one row with restarted ``position_ids`` (:func:`ftlab.setup.data.pack_examples`):
     equal to ``alone`` up to float rounding."""
     restarted_with_mask: float
     """The same row plus an all-ones ``attention_mask``: transformers no longer looks for

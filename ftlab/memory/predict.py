@@ -8,12 +8,12 @@ my 24 GiB card?" without downloading 16 GB first.
 
 Weights, gradients and optimizer state are a bill of materials: list every parameter
 tensor the model will hold, then price it (fp32 4 bytes, bf16 2, NF4 half a byte plus its
-block constants...; optimizer state from :data:`ftlab.optimizers.OPTIMIZER_TABLE`). Those
+block constants...; optimizer state from :data:`ftlab.config.optimizers.OPTIMIZER_TABLE`). Those
 three predictions are exact. Activations come from the op-by-op walk in
 :mod:`ftlab.memory.activations`.
 
 The public entry point is :func:`estimate`: the :class:`~ftlab.memory.MemoryBreakdown` of
-one step of a :class:`~ftlab.config.RunConfig`, from the preset's ``config.json`` or any
+one step of a :class:`~ftlab.config.run_config.RunConfig`, from the preset's ``config.json`` or any
 Llama/Qwen2-like config you pass (hypothetical sizes included). What fits on which GPU is
 :func:`ftlab.memory.fits.fits_table`.
 """
@@ -125,7 +125,7 @@ def _gradient_bytes(params: list[_Param]) -> int:
 
 def _optimizer_bytes(params: list[_Param], setup: Setup) -> int:
     """Optimizer state for the trainable parameters, priced per ``setup.optim`` by its row of
-    :data:`~ftlab.optimizers.OPTIMIZER_TABLE` (the table's docstring says what each keeps),
+    :data:`~ftlab.config.optimizers.OPTIMIZER_TABLE` (the table's docstring says what each keeps),
     with the buffers ``setup.optim_args`` switch on (SGD's momentum, RMSprop's momentum and
     centering)."""
     spec = optimizer_spec(setup.optim, setup.optim_args)
@@ -199,7 +199,7 @@ def estimate(config: RunConfig, *, seq_len: int | None = None, model_config: Any
         * weights: fp32 base (``load_model`` loads fp32) or NF4/int8 base linears with their
           quantization constants, dense embedding/norms, plus fp32 LoRA ``A``/``B``;
         * gradients: 4 bytes per trainable parameter (all of them, or only LoRA's);
-        * optimizer: per ``config.optim`` and ``config.optim_args`` (see :mod:`ftlab.optimizers`);
+        * optimizer: per ``config.optim`` and ``config.optim_args`` (see :mod:`ftlab.config.optimizers`);
         * activations: what autograd saves (see :mod:`ftlab.memory.activations`); with gradient
           checkpointing only the checkpointed layers' inputs plus the final norm and loss.
 

@@ -8,7 +8,7 @@ file on the JupyterHub's shared disk, or a PostgreSQL URL for laptops on one net
 Each learner then adds trials to it, from a search (``search(storage=..., study_name=
 "class")`` joins it: base and space come from the study) or from any run they made, a
 Playground run included (``contribute(run, study)``). Every trial carries its
-contributor's name, so the teacher's widget (``ftlab.widgets.ClassStudy``) shows how many
+contributor's name, so the teacher's widget (``ftlab.ui.widgets.ClassStudy``) shows how many
 people searched and who found the best point. Optuna's storages take care of many
 writers at once: each trial is added in one storage operation, so none is lost or
 counted twice.

@@ -239,7 +239,7 @@ def pack_groups(lengths: Sequence[int], max_seq_length: int) -> list[list[int]]:
 
     Greedy: an example joins the current row while it fits, else it starts the next row.
     An example is never split across rows. Kept apart from :func:`pack_examples` so that a
-    measurement (:mod:`ftlab.packing`) knows what each row holds without re-deriving it.
+    measurement (:mod:`ftlab.lessons.packing`) knows what each row holds without re-deriving it.
     """
     groups: list[list[int]] = []
     used = 0
@@ -261,7 +261,7 @@ def pack_examples(examples: Sequence[dict[str, list[int]]], max_seq_length: int,
     attention mask and no KV cache (``load_model`` sets ``use_cache=False``), transformers
     reads the restarts as sequence boundaries and builds a block-diagonal causal mask: no
     token sees another example. An all-ones attention mask would switch that detection off
-    (measured in :func:`ftlab.packing.contamination`).
+    (measured in :func:`ftlab.lessons.packing.contamination`).
     """
     rows: list[dict[str, list[int]]] = []
     for group in pack_groups([len(ex["input_ids"]) for ex in examples], max_seq_length):

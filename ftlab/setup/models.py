@@ -14,8 +14,8 @@ Two presets run with no network at all:
 Anything else is handed to ``from_pretrained`` (safetensors only, never remote code). A
 local folder is checked first (its config.json, safetensors weights, no ``auto_map``, a
 tokenizer), and a hub id answers within seconds on a machine without network
-(:func:`ftlab.sources.hub_source`): both refuse with the reason and the fix instead of a
-library's unrelated error after a long wait. Those checks live in :mod:`ftlab.sources`.
+(:func:`ftlab.foundation.sources.hub_source`): both refuse with the reason and the fix instead of a
+library's unrelated error after a long wait. Those checks live in :mod:`ftlab.foundation.sources`.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def prepare_tiny() -> Path:
 
 
 def prepare_tiny_pretrained() -> Path:
-    """The cached ``tiny-pretrained`` base: the tiny Llama after :func:`ftlab.pretrain.pretrain`
+    """The cached ``tiny-pretrained`` base: the tiny Llama after :func:`ftlab.setup.pretrain.pretrain`
     (about two minutes on two cores, once), with ``pretrain.json`` saying how it was made."""
 
     def build(tmp: Path) -> None:

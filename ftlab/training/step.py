@@ -188,4 +188,5 @@ class Recorder(TrainerCallback):
             why = "interrupted" if self.run.status == "interrupted" else "stopped"
             done = f"{why} after {self._steps} of {self._max_steps} steps ({time.perf_counter() - self._started:.1f} s)"
         self._started = None
-        print(f"{self.run.name}: {done} · {self.run.summary()}", flush=True)
+        facts = self.run.summary()
+        print(f"{self.run.name}: {done}" + (f" · {facts}" if facts else ""), flush=True)
