@@ -10,7 +10,7 @@ if in_jupyter_kernel():  # first, before any import of bitsandbytes, which logs 
     quiet_libraries()  # saved notebooks keep no frozen progress bars or library log lines (see ftlab.foundation.jupyter)
 
 from ftlab.config.run_config import RunConfig
-from ftlab.errors import ConfigError, DataError, DeviceError, FtlabError, ModelNotFoundError
+from ftlab.errors import ArgumentError, ConfigError, DataError, DeviceError, FtlabError, ModelNotFoundError
 from ftlab.memory import MemoryBreakdown, estimate
 from ftlab.setup.models import load_model, load_tokenizer
 from ftlab.setup.data import load_data
@@ -22,5 +22,5 @@ from ftlab.ui.plot import show_figures_inline
 show_figures_inline()  # in a notebook, returned figures render as pictures (see its docstring)
 
 __all__ = ["RunConfig", "load_model", "load_tokenizer", "load_data", "train", "Run", "MemoryBreakdown", "estimate",
-           "base_config", "profile_name", "workload", "show_figures_inline", "ConfigError", "DataError", "DeviceError",
+           "base_config", "profile_name", "workload", "show_figures_inline", "ArgumentError", "ConfigError", "DataError", "DeviceError",
            "FtlabError", "ModelNotFoundError"]

@@ -258,7 +258,7 @@ ROWS: list[tuple[str, Callable[[Bad], Any], type[BaseException], str]] = [
 ]
 
 WIDGET_RANGE_ROWS = {"a log slider starting at 0", "a slider with min above max"}
-"""Knob descriptions check their own ranges with ValueError (ftlab.widgets.controls)."""
+"""Knob descriptions check their own ranges with ValueError (ftlab.ui.widgets.controls)."""
 
 
 @pytest.fixture()

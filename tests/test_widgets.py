@@ -8,6 +8,7 @@ from transformers import TrainerCallback
 
 from ftlab import ConfigError, MemoryBreakdown, Run
 from ftlab.errors import ArgumentError
+from ftlab.runs.cache import RunCache
 from ftlab import sweep as sweep_module
 from ftlab.setup.data import data_fingerprint
 from ftlab.memory import estimate
@@ -132,6 +133,7 @@ def test_click_trains_live_then_second_click_comes_from_cache(small, tmp_path):
     assert (row["label"], row["source"]) == ("again", "cache")
     assert row["steps"] == 6 and row["final_eval_loss"] < run.metrics["initial_eval_loss"]
     assert row["memory_mib"] > 0 and 0 <= row["exact_match"] <= 1 and row["seconds_per_step"] > 0
+    assert row["train_loss"] > 0  # every column the table shows is a metric train() writes
     assert "cached" in again._table.value
 
 
@@ -232,7 +234,7 @@ def fake_run(config, label, i=0, from_cache=False):
     history = [{"step": s, "loss": 3.0 / (s + i), "learning_rate": 1e-3 * (1 - s / 8), "grad_norm": 1.0 + 0.1 * s,
                 "weight_norm": 10.0 + 0.01 * s * (i + 1)} for s in range(1, 9)]
     return Run(config=config, history=history, evals=[{"step": 4, "eval_loss": 2.0}, {"step": 8, "eval_loss": 1.5}],
-               metrics={"final_train_loss": 0.4 + i, "final_eval_loss": 1.5, "initial_eval_loss": 3.0, "exact_match": 0.5,
+               metrics={"train_loss": 0.4 + i, "final_eval_loss": 1.5, "initial_eval_loss": 3.0, "exact_match": 0.5,
                         "seconds_per_step": 0.2},
                memory=MemoryBreakdown(weights=4 << 20, gradients=4 << 20, optimizer=8 << 20, activations=2 << 20),
                label=label, from_cache=from_cache)
@@ -264,10 +266,10 @@ def test_panels_before_any_run_and_unknown_panels(tiny_config, tmp_path):
 
 def test_a_cached_run_is_known_from_the_run_itself(tiny_config, tmp_path):
     run = fake_run(tiny_config, "a")
-    run.metrics["data_sha256"] = "abc"
-    run.save(tmp_path / f"{run.config_hash}.json")
+    cache = RunCache(tmp_path)
+    cache.save(run)
     assert "from_cache" not in run.to_dict()
-    cached = Run.cached(tiny_config, tmp_path, "abc")
+    cached = cache.load_completed(run.key)
     assert cached.from_cache and not run.from_cache and cached == run  # where it came from is not what it is
     pg = make(tiny_config, tmp_path)
     pg.runs.extend([run, cached])

@@ -17,7 +17,7 @@ What this module gives a chapter:
 
 * :func:`second_moment_shapes` / :func:`second_moment_numel`: the state size from a parameter's
   shape alone, checked in the tests against what ``transformers.optimization.Adafactor`` keeps
-  after a real step (the same arithmetic prices Adafactor in :mod:`ftlab.optimizers`).
+  after a real step (the same arithmetic prices Adafactor in :mod:`ftlab.config.optimizers`).
 * :func:`row_col_statistics` and :func:`rank1_reconstruction`: "full matrix vs factored" for
   one squared-gradient matrix, to show what is kept and what is lost.
 * :func:`beta2_at` and :func:`update_factored_second_moment`: the moving average Adafactor

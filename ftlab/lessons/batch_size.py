@@ -5,7 +5,7 @@ Two questions a learner asks when changing ``per_device_train_batch_size`` (or
 optimizer step, ``per_device_train_batch_size * gradient_accumulation_steps``):
 
 1. **Which batch?** :func:`batch_size_for` is Power Lines' fit of the best batch as a function
-   of the training tokens alone (Bergsma et al. 2025). It lives in :mod:`ftlab.weight_decay`
+   of the training tokens alone (Bergsma et al. 2025). It lives in :mod:`ftlab.lessons.weight_decay`
    beside the weight-decay time scale because the two laws come from the same paper and meet
    in one formula (``tau = B / (eta * lambda * D)``); it is re-exported here.
 2. **Which learning rate at the new batch?** A larger batch averages more examples, so its

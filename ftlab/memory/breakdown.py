@@ -2,7 +2,7 @@
 
 Both the measurement (:mod:`ftlab.memory.measure`) and the prediction
 (:mod:`ftlab.memory.predict`) return a :class:`MemoryBreakdown`, so the two can be compared
-field by field; a :class:`~ftlab.run.Run` stores one as JSON.
+field by field; a :class:`~ftlab.runs.record.Run` stores one as JSON.
 """
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from ftlab.search.classroom import CLASS_STUDY, contribute, join_class_study, op
 from ftlab.search.errors import SearchError
 from ftlab.search.local import search
 from ftlab.search.plan import PRUNERS, SAMPLERS
-from ftlab.search.plot import plot_best_so_far, plot_landscape
 from ftlab.search.results import (best_so_far, best_trial, contributors, finished_trials, steps_run, steps_saved, trial_row,
                       trial_rows)
 from ftlab.search.scale import tune_search
@@ -27,4 +26,4 @@ from ftlab.search.trials import trial_run
 __all__ = ["search", "tune_search", "SearchError", "SAMPLERS", "PRUNERS", "trial_rows", "trial_row", "best_so_far",
            "best_trial", "contributors", "finished_trials", "steps_run", "steps_saved", "trial_run", "grid", "suggest",
            "default_storage_url", "open_storage", "open_class_study", "join_class_study", "study_setup", "contribute",
-           "CLASS_STUDY", "plot_landscape", "plot_best_so_far", "trainer_search_example"]
+           "CLASS_STUDY", "trainer_search_example"]

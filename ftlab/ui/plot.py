@@ -44,7 +44,6 @@ def new_figure(figsize: tuple[float, float] = (7, 4), ncols: int = 1) -> tuple[F
     two choices: a plain ``Figure``, never pyplot (no global state between cells, widgets and
     tests; see :func:`show_figures_inline`), and constrained layout, so a title, a colorbar or
     a legend beside the axes is never cut off when a widget renders the figure to PNG.
-    (:mod:`ftlab.search.plot` makes the same figure itself: it sits a layer below this one.)
     """
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(1, ncols)

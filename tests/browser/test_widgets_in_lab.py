@@ -40,7 +40,7 @@ RUN_S = 300
 FINISHED = r"/: trained in |: from the run cache in |interrupted|Error|already shown/"
 """JS regex: the Playground's status line after a press of Run (success or not)."""
 OK_COLOUR = "#1a7f37"
-"""The status line's colour for a finished run (playground._COLORS['ok'])."""
+"""The status line's colour for a finished run (base.STATUS_COLORS['ok'])."""
 
 
 @dataclass(frozen=True)

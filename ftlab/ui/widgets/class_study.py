@@ -16,7 +16,7 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from ftlab.search.classroom import CLASS_STUDY, join_class_study
-from ftlab.search.plot import plot_best_so_far, plot_landscape
+from ftlab.ui.search_plot import plot_best_so_far, plot_landscape
 from ftlab.search.results import best_trial, contributors, finished_trials
 from ftlab.search.space import describe
 from ftlab.ui.widgets.panels import panel_image, png, with_fallback

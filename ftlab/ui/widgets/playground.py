@@ -42,12 +42,12 @@ KNOB_VALUE_WIDTH = 220
 """Pixels a knob's slider and readout, or dropdown, get beside its description: ipywidgets' own
 (a 300 px control with an 80 px description)."""
 
-TABLE_METRICS = ("final_train_loss", "final_eval_loss", "exact_match", "seconds_per_step")
+TABLE_METRICS = ("train_loss", "final_eval_loss", "exact_match", "seconds_per_step")
 """The final metrics the Playground's table shows, read by ``sweep.metric_rows``."""
 
 _HTML_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("label", "label", str), ("status", "status", str), ("steps", "steps", str),
-    ("final_train_loss", "final train loss", "{:.3f}".format), ("final_eval_loss", "final eval loss", "{:.3f}".format),
+    ("train_loss", "train loss (last steps)", "{:.3f}".format), ("final_eval_loss", "final eval loss", "{:.3f}".format),
     ("exact_match", "exact match", "{:.0%}".format), ("seconds_per_step", "s / step", "{:.3f}".format),
     ("memory_mib", "memory MiB", "{:.1f}".format)]
 """(row key, column heading, formatter) of the HTML table."""
@@ -181,7 +181,8 @@ class Playground(RunnerWidget):
     def __init__(self, base: RunConfig, knobs: Sequence[Knob], runs_dir: str | Path | None = None, title: str = "",
                  callbacks: Iterable[TrainerCallback] = (), live_interval: float = 1.0,
                  panels: Sequence[str] = ("loss", "memory"), runs: Iterable[Run] = ()) -> None:
-        super().__init__(title, "Run", "play", "train with these values (instant if this config ran before)", "ftlab-run")
+        super().__init__(title, "Run", "play", "train with these values (instant if this config ran before)",
+                         "ftlab-run")
         self.base = base
         self.knobs: list[Knob] = list(knobs)
         self.runs_dir = runs_dir
@@ -256,7 +257,8 @@ class Playground(RunnerWidget):
         for field, value in values.items():
             if field not in self._controls:
                 known = ", ".join(self._controls) or "none"
-                raise ArgumentError("Playground.set", field, value, f"a knob of this playground; its knobs are: {known}")
+                raise ArgumentError("Playground.set", field, value,
+                                    f"a knob of this playground; its knobs are: {known}")
         for field, value in values.items():
             self._controls[field].set(value)
         return self

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 from ftlab.config.run_config import RunConfig
 from ftlab.search import PRUNERS, SAMPLERS, SearchError, search
 from ftlab.search.classroom import CLASS_STUDY, join_class_study
-from ftlab.search.plot import plot_best_so_far, plot_landscape
+from ftlab.ui.search_plot import plot_best_so_far, plot_landscape
 from ftlab.search.results import best_trial
 from ftlab.search.space import describe
 from ftlab.search.study import default_contributor, finished_by, study_setup

@@ -14,13 +14,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from ftlab.search.results import best_so_far, best_trial, finished_trials
-
-
-def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
-    if ax is not None:
-        return ax.figure, ax  # type: ignore[return-value]
-    fig = Figure(figsize=figsize, layout="constrained")
-    return fig, fig.add_subplot()
+from ftlab.ui.plot import figure_and_axes
 
 
 def _finished(study: optuna.Study | None) -> list[FrozenTrial]:
@@ -48,7 +42,7 @@ def plot_landscape(study: optuna.Study | None, x: str | None = None, y: str | No
     """Each finished trial as a point at its values of ``x`` and ``y`` (default: the first two
     numeric fields), coloured by its final eval loss; pruned trials as grey crosses, diverged
     ones as red crosses, the best trial circled. With one numeric field: loss against it."""
-    fig, ax = _axes(ax, (6, 4.5))
+    fig, ax = figure_and_axes(ax, (6, 4.5))
     trials = _finished(study)
     numeric = numeric_params(study)
     x = x or (numeric[0] if numeric else None)
@@ -91,7 +85,7 @@ def plot_best_so_far(studies: optuna.Study | Mapping[str, optuna.Study | None], 
                      title: str = "Best final eval loss so far") -> Figure:
     """The lowest final eval loss after each trial, one line per study (a sampler each):
     which one finds a good point sooner on the same budget. A None study draws no line."""
-    fig, ax = _axes(ax, (6, 4))
+    fig, ax = figure_and_axes(ax, (6, 4))
     named = studies if isinstance(studies, Mapping) else {studies.study_name: studies}
     for label, study in named.items():
         curve = best_so_far(study) if study is not None else []
