@@ -191,17 +191,22 @@ def test_tune_search_says_how_to_get_ray_when_it_is_missing(small, monkeypatch):
         tune_search(small, LR)
 
 
-def test_a_fresh_sqlite_storage_opens_while_another_process_creates_its_tables(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lost", ["integrity", "create"])
+def test_a_fresh_sqlite_storage_opens_while_another_process_creates_its_tables(tmp_path, monkeypatch, lost):
     # the loser of two processes creating studies.db at once gets IntegrityError on the schema
-    # version row; it waits for the winner and opens the finished database
+    # version row, or "table ... already exists" on a CREATE TABLE (seen in the kill-and-resume
+    # test); it waits for the winner and opens the finished database
     import sqlalchemy.exc
     from ftlab.search import study as study_module
     real, calls = study_module.RDBStorage, []
+    race = {"integrity": sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed")),
+            "create": sqlalchemy.exc.OperationalError("CREATE TABLE version_info", {},
+                                                      Exception("table version_info already exists"))}[lost]
 
     def racing(url, **kwargs):
         calls.append(url)
         if len(calls) == 1:
-            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+            raise race
         return real(url, **kwargs)
 
     monkeypatch.setattr(study_module, "RDBStorage", racing)

@@ -94,11 +94,16 @@ def _open_rdb(url: str) -> RDBStorage:
 def _create_rdb(url: str, engine_kwargs: dict[str, Any], attempts: int = 5) -> RDBStorage:
     """RDBStorage, tried again when another process is creating the same new database's tables
     at this moment (two notebooks, or a search and its monitor, opening a fresh studies.db):
-    the loser's schema insert fails with IntegrityError, and once the winner is done it opens."""
+    the loser's schema insert fails with IntegrityError, or its CREATE TABLE with "table ...
+    already exists" (OperationalError), and once the winner is done it opens."""
     for attempt in range(1, attempts):
         try:
             return RDBStorage(url, engine_kwargs=engine_kwargs)
         except sqlalchemy.exc.IntegrityError:
+            time.sleep(0.2 * attempt)
+        except sqlalchemy.exc.OperationalError as err:
+            if "already exists" not in str(err):
+                raise
             time.sleep(0.2 * attempt)
     return RDBStorage(url, engine_kwargs=engine_kwargs)
 
