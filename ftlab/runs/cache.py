@@ -172,11 +172,25 @@ class RunCache:
         except OSError as err:
             raise CacheError(f"{origin} cannot be written ({err.strerror or err}); {fix}") from None
 
-    def save(self, run: Run, *, pruned: bool = False) -> Path:
-        """Write ``run`` atomically under its key; its key is stored in it."""
+    def save(self, run: Run, *, pruned: bool = False) -> Path | None:
+        """Write ``run`` atomically under its key (its key is stored in it), unless a newer
+        ftlab's run already sits there: that file is someone's (a teacher's prepared run on a
+        shared folder), this version cannot read it, and so it must not replace it either.
+        Then nothing is written, one warning says why, and None is returned. (A newer file
+        landing between this check and the rename would still be replaced: the window is
+        one rename, and closing it would need a lock on a shared disk.)"""
         if not run.key:
             run.key, _ = self.key_for(run.config)
-        return write_json_atomic(self.path(run.key, pruned=pruned), run.to_dict())
+        path = self.path(run.key, pruned=pruned)
+        if path.is_file():
+            try:
+                Run.load(path)
+            except UnknownSchema as why:
+                warnings.warn(f"run cache: not saved over {path.name}: {why}", stacklevel=3)
+                return None
+            except CacheError:
+                pass  # not a run at all: the fresh run takes its place
+        return write_json_atomic(path, run.to_dict())
 
     def save_or_warn(self, run: Run, *, pruned: bool = False) -> Path | None:
         """:meth:`save`, but a failure (the disk filled, the folder turned read-only during
