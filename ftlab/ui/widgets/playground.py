@@ -115,11 +115,7 @@ def trained_steps(run: Run) -> int:
 def run_summary(run: Run, elapsed: float, live_error: Exception | None) -> tuple[str, str]:
     """(status-line text, kind) once ``run`` is back: where it came from and what it reached."""
     m = run.metrics
-    facts = [f"{trained_steps(run)} steps"]
-    if isinstance(m.get("final_eval_loss"), float):
-        facts.append(f"eval loss {m['initial_eval_loss']:.3f} → {m['final_eval_loss']:.3f}")
-    if isinstance(m.get("exact_match"), float):
-        facts.append(f"exact match {m['exact_match']:.0%}")
+    facts = [f"{trained_steps(run)} steps", run.summary()]  # the run's own summary, as everywhere
     if m.get("diverged"):
         facts.append(f"loss diverged ({m['diverged']}): {m.get('divergence_advice', 'lower the learning rate')}")
     tail = f" (live plot failed: {live_error})" if live_error else ""
