@@ -53,11 +53,15 @@ def run_chapter(notebook: Path, output: Path, profile: str) -> float:
 
 
 def strip_injected_parameters(path: Path) -> None:
-    """Drop papermill's ``PROFILE = "cpu"`` cell from an executed chapter: committed, it would
-    pin nbval in CI (``FTLAB_PROFILE=ci``) to the laptop workload. The outputs stay the cpu
-    run's; the chapter's own parameters cell (``PROFILE = None``) decides at the next run."""
+    """Make an executed chapter committable: drop papermill's ``PROFILE = "cpu"`` cell
+    (committed, it would pin nbval in CI, ``FTLAB_PROFILE=ci``, to the laptop workload; the
+    outputs stay the cpu run's and the chapter's own ``PROFILE = None`` cell decides at the
+    next run) and the input and output paths papermill records, which name this machine's
+    folders (``/work/...``) in a file that is read on GitHub."""
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for key in ("input_path", "output_path"):
+        nb.metadata.get("papermill", {}).pop(key, None)
     nbformat.write(nb, path)
 
 

@@ -92,6 +92,28 @@ def test_committed_notebooks_pin_no_profile(path: Path) -> None:
     assert len(parameters) == 1 and "PROFILE = None" in "".join(parameters[0]["source"])
 
 
+MACHINE_PATHS = ("/root/", "/work/", "/tmp/", "/home/")
+"""Folders of the machine a chapter was executed on, which mean nothing to a reader."""
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_notebook_metadata_names_no_machine_folder(path: Path) -> None:
+    metadata = json.dumps(json.loads(path.read_text(encoding="utf-8"))["metadata"])
+    found = [folder for folder in MACHINE_PATHS if folder in metadata]
+    assert not found, f"{path.name}: its metadata names {found} (papermill's input_path/output_path?)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_an_answer_cell_hides_its_output_as_well_as_its_code(path: Path) -> None:
+    """An exercise's answer cell is collapsed; if only its code were hidden, its printed
+    answer would stand right under the question."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    shown = [i for i, c in enumerate(cells) if c["cell_type"] == "code"
+             and c.get("metadata", {}).get("jupyter", {}).get("source_hidden")
+             and not c["metadata"]["jupyter"].get("outputs_hidden")]
+    assert not shown, f"{path.name}: answer cells {shown} hide their code but show their output"
+
+
 def _notebook(*outputs: dict[str, Any]) -> dict[str, Any]:
     return {"cells": [{"cell_type": "markdown", "source": "Map: 0%| in prose is fine"},
                       {"cell_type": "code", "source": "", "outputs": list(outputs)}]}
