@@ -253,8 +253,8 @@ ROWS: list[tuple[str, Callable[[Bad], Any], type[BaseException], str]] = [
     # --- the ftlab command -----------------------------------------------------------------------
     ("ftlab runs show with an unknown id", lambda b: find_run("nothing"), CliError, "no run 'nothing' in"),
     ("ftlab train with a missing file", lambda b: read_config(b.tmp / "none.json"), CliError, "no such config file"),
-    ("ftlab prepare --chapters 09", lambda b: chapter_notebooks(Path(__file__).parent.parent / "notebooks", ["09"]),
-     CliError, "--chapters 09: no such chapter; the chapters are 00, 01"),
+    ("ftlab prepare --chapters 99", lambda b: chapter_notebooks(Path(__file__).parent.parent / "notebooks", ["99"]),
+     CliError, "--chapters 99: no such chapter; the chapters are 00, 01"),
 ]
 
 WIDGET_RANGE_ROWS = {"a log slider starting at 0", "a slider with min above max"}

@@ -136,7 +136,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("set-up", ("ftlab.setup",)),
     ("measurement", ("ftlab.memory",)),
     ("runs", ("ftlab.runs",)),
-    ("training", ("ftlab.training",)),
+    ("training", ("ftlab.training", "ftlab.distributed")),
     ("experiments", ("ftlab.sweep", "ftlab.stats", "ftlab.search")),
     ("presentation", ("ftlab.ui", "ftlab.cli")),
     ("lessons", ("ftlab.lessons",)),

@@ -5,12 +5,14 @@ Everything here is one plain function call of the package, reachable without a n
     ftlab prepare [--profile cpu|gpu|ci] [--chapters 01 02 ...]   # before a workshop
     ftlab runs list | show ID | remove ID | export ID --format csv|json|tensorboard
     ftlab estimate --model 7B --method qlora --batch 1 --seq 2048 [--checkpointing] [--optim NAME] [--bf16]
-    ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80]
+    ftlab estimate ... --devices 8 --strategy fsdp      # one GPU's share of a data-parallel run
+    ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80] [--devices 8 --strategy fsdp | --devices-needed]
     ftlab train CONFIG.json
+    ftlab doctor                  # versions, device, precision, what fits, front end: paste into a bug report
 
 This module parses the arguments and dispatches; ``prepare`` lives in :mod:`ftlab.cli.prepare`
 (how it executes the chapters and resumes), ``runs`` in :mod:`ftlab.cli.runs`, what they
-share in :mod:`ftlab.cli.common`; ``estimate``, ``fits`` and ``train`` are here.
+share in :mod:`ftlab.cli.common`, ``doctor`` in :mod:`ftlab.cli.doctor`; ``estimate``, ``fits`` and ``train`` are here.
 
 Errors ftlab raises on purpose (``FtlabError``) are printed as one line and exit with 1.
 """
@@ -26,9 +28,11 @@ from typing import Sequence
 from ftlab.cli.common import CliError, run_steps, size, table
 from ftlab.config.run_config import OPTIMIZERS, RunConfig
 from ftlab.errors import ConfigFileError, FtlabError
-from ftlab.memory import MODEL_SIZES, estimate, fits_table, model_architecture
+from ftlab.memory import (MODEL_SIZES, STRATEGIES, busiest_rank, communication_bytes, devices_needed, estimate,
+                          fits_table, gathered_bytes, model_architecture, setup_for)
 from ftlab.setup.models import PRESETS, resolve_model
 from ftlab.cli.prepare import cmd_prepare
+from ftlab.cli.doctor import cmd_doctor
 from ftlab.config.profiles import PROFILES
 from ftlab.runs.cache import RunCache
 from ftlab.cli.runs import cmd_runs_export, cmd_runs_list, cmd_runs_remove, cmd_runs_show
@@ -54,7 +58,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         resolve_model(name)  # a missing folder or an unreachable hub id: its own clear error
         arch = model_architecture(name)
         what = f"{args.model} ({arch.parameter_count() / 1e6:.1f}M parameters)"
-    b = estimate(config, model_config=arch)
+    rank = busiest_rank(arch, setup_for(config), args.devices, args.strategy) if args.devices >= 1 else 0
+    b = estimate(config, model_config=arch, devices=args.devices, strategy=args.strategy, rank=rank)
     method = {"full": "full fine-tune", "lora": f"LoRA r={config.lora_r} on {', '.join(config.lora_target_modules)}",
               "qlora": f"QLoRA (NF4 base) r={config.lora_r} on {', '.join(config.lora_target_modules)}"}[args.method]
     extras = [config.optim] + (["bf16 autocast"] if args.bf16 else []) + (["gradient checkpointing"] if args.checkpointing else [])
@@ -62,21 +67,52 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for key in ("weights", "gradients", "optimizer", "activations"):
         print(f"  {key:12s}{size(getattr(b, key)):>12s}")
     print(f"  {'total':12s}{size(b.total):>12s}")
+    if args.devices > 1 or args.strategy != "ddp":
+        _print_scale_out(args, config, arch, rank)
     print("as ftlab trains it: fp32 weights (bf16 means autocast), no CUDA context or allocator slack; "
           "`ftlab fits` shows bf16 weights on a GPU")
     return 0
 
 
+def _print_scale_out(args: argparse.Namespace, config: RunConfig, arch: object, rank: int) -> None:
+    """What ``estimate --devices/--strategy`` adds: whose breakdown that was, the whole layers FSDP
+    gathers beside its shards, and the collectives' payload per step."""
+    setup = setup_for(config)
+    print(f"the above is rank {rank} of {args.devices} (the busiest), each on batch {args.batch}: {STRATEGIES[args.strategy]}")
+    print(f"  {'gathered':12s}{size(gathered_bytes(arch, setup, args.strategy)):>12s}   whole parameters held beside the "
+          f"shards while they compute (on a GPU FSDP also prefetches the next layer)")
+    comm = communication_bytes(arch, setup, args.devices, args.strategy)
+    print("communication per step: " + ", ".join(f"{op} {size(n)}" for op, n in comm.items()))
+
+
 def cmd_fits(args: argparse.Namespace) -> int:
+    if args.devices_needed:
+        return _print_devices_needed(args)
     rows = fits_table(model_sizes=args.models, gpus_gib=args.gpus, batch=args.batch, seq_len=args.seq,
-                      gradient_checkpointing=not args.no_checkpointing)
+                      gradient_checkpointing=not args.no_checkpointing, devices=args.devices, strategy=args.strategy)
     header = ["model", "source", "method", "total GiB"] + [f"{g} GiB" for g in args.gpus]
     body = [[r["model"], r["source"], r["method"], r["total_gib"]] + [r[f"fits_{g}GiB"] for g in args.gpus] for r in rows]
-    print(f"what fits: one step of batch {args.batch} x {args.seq} tokens, "
+    per_gpu = (f" on each of {args.devices} GPUs with {args.strategy} (the busiest one)"
+               if args.devices > 1 or args.strategy != "ddp" else "")
+    print(f"what fits: one step of batch {args.batch} x {args.seq} tokens{per_gpu}, "
           f"{'with' if not args.no_checkpointing else 'without'} gradient checkpointing, 10% of each card kept free")
     print(table(body, header))
     print("full = bf16 weights + gradients, fp32 AdamW moments; lora = bf16 base + fp32 r=16 adapters on every "
           "linear layer; qlora = the same on an NF4 base (ftlab.memory.fits)")
+    return 0
+
+
+def _print_devices_needed(args: argparse.Namespace) -> int:
+    rows = devices_needed(model_sizes=args.models, gpus_gib=args.gpus, batch=args.batch, seq_len=args.seq,
+                          gradient_checkpointing=not args.no_checkpointing)
+    header = ["model", "GPU GiB"] + [f"full {s}" for s in STRATEGIES] + ["LoRA on 1", "QLoRA on 1", "fewest GPUs"]
+    body = [[r["model"], r["gpu_gib"]] + [r[f"full_{s}"] for s in STRATEGIES] + [r["lora_on_one"], r["qlora_on_one"],
+                                                                                  r["answer"]] for r in rows]
+    print(f"GPUs needed (a power of two, '-' = none up to 1024): batch {args.batch} x {args.seq} tokens per GPU, "
+          f"{'with' if not args.no_checkpointing else 'without'} gradient checkpointing, 10% of each card kept free")
+    print(table(body, header))
+    print("sharding divides weights, gradients and optimizer state, never the activations or the gathered layers "
+          "(ftlab.memory.fits.devices_needed)")
     return 0
 
 
@@ -173,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--optim", choices=OPTIMIZERS, default="adamw_torch")
     e.add_argument("--bf16", action="store_true", help="bf16 autocast")
     e.add_argument("--lora-r", type=int, default=8, help="LoRA rank for lora/qlora (default 8)")
+    e.add_argument("--devices", type=int, default=1, help="processes / GPUs training together, each on --batch "
+                                                           "(default 1)")
+    e.add_argument("--strategy", choices=tuple(STRATEGIES), default="ddp",
+                   help="how the devices split the model: ddp (not at all), zero1, zero2, fsdp (default ddp)")
     e.set_defaults(func=cmd_estimate)
 
     f = sub.add_parser("fits", help="which model size fits which GPU, full vs LoRA vs QLoRA",
@@ -182,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--gpus", type=int, nargs="+", default=[16, 24, 48, 80], metavar="GIB")
     f.add_argument("--models", nargs="+", choices=list(MODEL_SIZES), default=list(MODEL_SIZES), metavar="SIZE")
     f.add_argument("--no-checkpointing", action="store_true")
+    f.add_argument("--devices", type=int, default=1, help="GPUs training together, each on --batch (default 1)")
+    f.add_argument("--strategy", choices=tuple(STRATEGIES), default="ddp", help="how they split the model (default ddp)")
+    f.add_argument("--devices-needed", action="store_true",
+                   help="instead: how many GPUs a full fine-tune needs under each strategy, and whether LoRA or QLoRA "
+                        "fits one")
     f.set_defaults(func=cmd_fits)
 
     t = sub.add_parser("train", help="one run from a config file, printing its final metrics",
@@ -192,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label", help="a name for the run")
     t.add_argument("--runs", help="run cache folder (default: FTLAB_RUNS, else ~/.cache/ftlab/runs)")
     t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("doctor", help="check this machine: versions, device, precision, what fits, front end",
+                       description="A preflight check, short enough to paste into a bug report: each problem is "
+                                   "printed with the one thing to do; the exit status is 1 when there is one.")
+    d.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -22,3 +22,8 @@ from ftlab.memory.predict import estimate, model_architecture, setup_for
 __all__ = ["MemoryBreakdown", "MEMORY_PARTS", "MiB", "GiB", "tensor_bytes", "weight_bytes", "gradient_bytes",
            "optimizer_state_bytes", "ActivationMeter", "measure_training_step", "describe_model", "Architecture",
            "model_architecture", "setup_for", "estimate", "MODEL_SIZES", "fits_table", "transient_bytes"]
+
+from ftlab.memory.fits import devices_needed
+from ftlab.memory.predict import STRATEGIES, busiest_rank, communication_bytes, gathered_bytes, shard_rows
+
+__all__ += ["STRATEGIES", "busiest_rank", "communication_bytes", "gathered_bytes", "shard_rows", "devices_needed"]

@@ -3,17 +3,21 @@
 :func:`fits_table` answers "which model sizes can I fine-tune, and how, on a 16/24/48/80
 GiB card?" for published architectures from 0.5B to 70B parameters, full fine-tuning vs
 LoRA vs QLoRA, from the same predictor :func:`~ftlab.memory.estimate` uses, plus the
-transient buffers of backward that a whole-card question must include.
+transient buffers of backward that a whole-card question must include. With ``devices`` and
+a ``strategy`` it answers per GPU of a data-parallel group, and :func:`devices_needed` turns
+that around: how many GPUs of a size a full fine-tune needs under each strategy, beside
+whether LoRA or QLoRA fit one.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any, Iterable
 
 from ftlab.memory.activations import activation_parts
 from ftlab.memory.architecture import Architecture, Setup, resolve_lora_targets
 from ftlab.memory.breakdown import GiB
-from ftlab.memory.predict import breakdown
+from ftlab.memory.predict import SHARDED, STRATEGIES, breakdown, busiest_rank, check_strategy, gathered_bytes
 
 MODEL_SIZES: dict[str, Architecture] = {
     # Qwen/Qwen2.5-0.5B config.json
@@ -95,10 +99,37 @@ def transient_bytes(arch: Architecture, setup: Setup, batch: int, seq: int) -> i
     return extra
 
 
+GPU_PREFETCH_BLOCKS = 2
+"""Decoder layers FSDP holds gathered at once on a GPU: the one computing and the next one,
+whose all-gather FSDP2 issues early so communication overlaps compute."""
+
+
+def device_need(arch: Architecture, setup: Setup, batch: int, seq_len: int, devices: int = 1,
+                strategy: str = "ddp") -> dict[str, int]:
+    """The predicted bytes one GPU of ``devices`` needs for a step, on its busiest rank: the
+    breakdown, ``gathered`` (whole parameters FSDP holds beside its shards, with the next layer
+    prefetched) and ``transient``; ``total`` is their sum."""
+    b = breakdown(arch, setup, batch, seq_len, devices=devices, strategy=strategy,
+                  rank=busiest_rank(arch, setup, devices, strategy))
+    parts = {"weights": b.weights, "gradients": b.gradients, "optimizer": b.optimizer, "activations": b.activations,
+             "gathered": gathered_bytes(arch, setup, strategy, blocks=GPU_PREFETCH_BLOCKS),
+             "transient": _transient(arch, setup, batch, seq_len)}
+    return {**parts, "total": sum(parts.values())}
+
+
+_transient = functools.lru_cache(maxsize=64)(transient_bytes)
+""":func:`transient_bytes`, computed once per model and setup: it walks a whole forward."""
+
+
+def fits(total: int, gpu_gib: float) -> bool:
+    """Whether ``total`` bytes fit a card of ``gpu_gib`` GiB with :data:`HEADROOM` kept free."""
+    return total <= (1 - HEADROOM) * gpu_gib * GiB
+
+
 def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "13B", "70B"),
                gpus_gib: Iterable[int] = (16, 24, 48, 80), batch: int = 1, seq_len: int = 2048,
                methods: Iterable[str] = ("full", "lora", "qlora"),
-               gradient_checkpointing: bool = True) -> list[dict[str, Any]]:
+               gradient_checkpointing: bool = True, devices: int = 1, strategy: str = "ddp") -> list[dict[str, Any]]:
     """Which (model size, method) fits on which GPU, predicted from published architectures.
 
     For each size in :data:`MODEL_SIZES` and each method, one row (a flat dict, ready for
@@ -113,24 +144,76 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
     Precision assumptions (see :func:`fits_setup`): full = bf16 weights and gradients with
     fp32 AdamW moments, no fp32 master copy; LoRA = bf16 frozen base + fp32 rank-16
     adapters on all linear layers; QLoRA = NF4 (double-quantized) base + the same adapters.
-    Single GPU, no ZeRO/FSDP sharding, no CPU offload.
+    No CPU offload.
+
+    ``devices`` GPUs under ``strategy`` (see :data:`~ftlab.memory.predict.STRATEGIES`;
+    default: one GPU): each row is then one GPU's need on the busiest rank, each GPU taking
+    ``batch`` sequences, with ``gathered``, the whole layers FSDP holds beside its shards (see
+    :func:`device_need`; 0 for ``ddp`` and ``zero1``), counted in ``total``. QLoRA's NF4 base
+    is not sharded: under ``zero2``/``fsdp`` its rows are left out.
     """
     rows = []
     gpus = tuple(gpus_gib)
     for size in model_sizes:
         arch = MODEL_SIZES[size]
         for method in methods:
+            if method == "qlora" and strategy in SHARDED:
+                continue
             setup = fits_setup(method, gradient_checkpointing)
-            b = breakdown(arch, setup, batch, seq_len)
-            transient = transient_bytes(arch, setup, batch, seq_len)
-            need = b.total + transient
+            check_strategy("fits_table", strategy, devices, setup)
+            need = device_need(arch, setup, batch, seq_len, devices, strategy)
             row: dict[str, Any] = {"model": size, "source": arch.source, "parameters": arch.parameter_count(),
                                    "method": method, "batch": batch, "seq_len": seq_len,
-                                   "gradient_checkpointing": gradient_checkpointing,
-                                   "weights": b.weights, "gradients": b.gradients, "optimizer": b.optimizer,
-                                   "activations": b.activations, "transient": transient, "total": need,
-                                   "total_gib": round(need / GiB, 2)}
+                                   "gradient_checkpointing": gradient_checkpointing, "devices": devices,
+                                   "strategy": strategy, **need, "total_gib": round(need["total"] / GiB, 2)}
             for gpu in gpus:
-                row[f"fits_{gpu}GiB"] = need <= (1 - HEADROOM) * gpu * GiB
+                row[f"fits_{gpu}GiB"] = fits(need["total"], gpu)
             rows.append(row)
     return rows
+
+
+def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterable[int] = (24, 40, 80),
+                   strategies: Iterable[str] = tuple(STRATEGIES), batch: int = 1, seq_len: int = 2048,
+                   gradient_checkpointing: bool = True, max_devices: int = 1024) -> list[dict[str, Any]]:
+    """How many GPUs of each size a full fine-tune needs under each strategy, and whether LoRA
+    or QLoRA would fit one of them instead.
+
+    One row per model size and GPU size: ``full_<strategy>`` is the smallest power of two of
+    GPUs (up to ``max_devices``; None if even that many do not fit) on which one GPU's
+    predicted need (:func:`device_need`, ``batch`` sequences per GPU) fits, ``lora_on_one`` /
+    ``qlora_on_one`` whether LoRA / QLoRA fit one GPU, and ``answer`` the fewest GPUs that
+    train the model, in words. Sharding divides weights, gradients and optimizer state, never
+    the activations, the transient buffers or (FSDP) the gathered layers: that floor is why a
+    size may never fit a small card, however many there are. Memory decides this table, not
+    quality: LoRA and QLoRA train far fewer weights than a full fine-tune.
+    """
+    strategies, gpus = tuple(strategies), tuple(gpus_gib)
+    counts = [2 ** k for k in range(max_devices.bit_length())]
+    rows = []
+    for size in model_sizes:
+        arch = MODEL_SIZES[size]
+        full, lora, qlora = (fits_setup(m, gradient_checkpointing) for m in ("full", "lora", "qlora"))
+        for strategy in strategies:
+            check_strategy("devices_needed", strategy, 1, full)
+        need = {(s, n): device_need(arch, full, batch, seq_len, n, s)["total"] for s in strategies for n in counts}
+        one = {m: device_need(arch, setup, batch, seq_len)["total"] for m, setup in (("lora", lora), ("qlora", qlora))}
+        for gpu in gpus:
+            row: dict[str, Any] = {"model": size, "source": arch.source, "gpu_gib": gpu}
+            for s in strategies:
+                row[f"full_{s}"] = next((n for n in counts if fits(need[s, n], gpu)), None)
+            row["lora_on_one"], row["qlora_on_one"] = fits(one["lora"], gpu), fits(one["qlora"], gpu)
+            row["answer"] = _answer(row, strategies)
+            rows.append(row)
+    return rows
+
+
+def _answer(row: dict[str, Any], strategies: tuple[str, ...]) -> str:
+    """The fewest GPUs that train the model, in words, from one :func:`devices_needed` row."""
+    options = [(row[f"full_{s}"], s) for s in strategies if row[f"full_{s}"] is not None]
+    if options and min(options)[0] == 1:
+        return "a full fine-tune fits one GPU"
+    full = "a full fine-tune needs {} GPUs with {}".format(*min(options)) if options else "no full fine-tune fits"
+    for method, name in (("lora", "LoRA"), ("qlora", "QLoRA")):
+        if row[f"{method}_on_one"]:
+            return f"{name} on one GPU ({full})"
+    return full

@@ -20,10 +20,12 @@ library's unrelated error after a long wait. Those checks live in :mod:`ftlab.fo
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfi
                           LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
 from transformers.pytorch_utils import Conv1D
 
+from ftlab.config.precision import Capabilities, probe
 from ftlab.config.run_config import BYTE_LEVEL_PRESETS, GPU_ONLY_OPTIMIZERS, RunConfig
 from ftlab.errors import DeviceError, FtlabError, ModelError, ModelNotFoundError
 from ftlab.setup.pretrain import pretrain
@@ -260,16 +263,48 @@ def load_tokenizer(config: RunConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def check_device(config: RunConfig) -> None:
-    """Refuse GPU-only options on a machine without CUDA, before anything is loaded."""
-    if torch.cuda.is_available():
+BITSANDBYTES_OPTIMIZERS = frozenset({"adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+                                     "lion_8bit", "lion_32bit"})
+"""Optimizers Trainer builds from bitsandbytes (tests/test_precision.py asks Trainer), which
+has no Apple MPS backend."""
+
+
+def check_device(config: RunConfig, caps: Capabilities | None = None) -> None:
+    """Refuse options this machine cannot run, before anything is loaded, naming the
+    alternative; warn when bf16 would be emulated on a CPU (17-43x slower, see
+    :mod:`ftlab.config.precision`). ``caps``: the machine (default: :func:`probe`)."""
+    caps = caps or probe()
+    if caps.device == "cuda":
         return
-    if config.fp16:
-        raise DeviceError("RunConfig.fp16=True needs a CUDA GPU and none is present; use bf16=True "
-                          "(bf16 autocast runs on CPU) or fp16=False")
     if config.optim in GPU_ONLY_OPTIMIZERS:
+        alternative = "'adafactor' (factored state) or 'adamw_torch'" if caps.device == "mps" else \
+            "'adamw_8bit' (8-bit states) or 'adamw_torch'"
         raise DeviceError(f"RunConfig.optim={config.optim!r} pages optimizer state through GPU memory and needs CUDA; "
-                          f"on CPU use 'adamw_8bit' (8-bit states) or 'adamw_torch'")
+                          f"on {caps.device.upper()} use {alternative}")
+    if caps.device == "mps":
+        if config.load_in_4bit or config.load_in_8bit:
+            field = "load_in_4bit" if config.load_in_4bit else "load_in_8bit"
+            raise DeviceError(f"RunConfig.{field}=True quantizes with bitsandbytes, which does not run on Apple MPS; "
+                              f"train LoRA on the unquantized model here ({field}=False, lora_r > 0), or QLoRA on a "
+                              f"CUDA GPU (Colab, Kaggle)")
+        if config.optim in BITSANDBYTES_OPTIMIZERS:
+            raise DeviceError(f"RunConfig.optim={config.optim!r} comes from bitsandbytes, which does not run on Apple "
+                              f"MPS; use 'adamw_torch' (fp32 state) or 'adafactor' (factored, smaller state)")
+        return
+    native = {True: "native bf16", False: "no native bf16", None: "native bf16 unknown"}[caps.cpu_bf16]
+    if config.fp16:
+        raise DeviceError(f"RunConfig.fp16=True needs a CUDA GPU and none is present; use bf16=True (bf16 autocast, "
+                          f"fast on a CPU with native bf16; this one: {native}) or fp16=False")
+    if config.bf16 and not caps.cpu_bf16:
+        _warn_emulated_bf16(native)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_emulated_bf16(native: str) -> None:
+    """Once per process: ``train`` and ``load_model`` both check the device."""
+    warnings.warn(f"RunConfig.bf16=True on a CPU with {native}: bf16 is emulated there and a step runs many times "
+                  f"slower than fp32 (17-43x measured); bf16=False unless you are measuring exactly that",
+                  UserWarning, stacklevel=4)
 
 
 def load_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = None

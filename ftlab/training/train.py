@@ -22,6 +22,7 @@ import torch
 import transformers
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ftlab.config.precision import probe
 from ftlab.config.profiles import profile_name
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.cache import RunCache
@@ -71,7 +72,7 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=probe().device == "cpu",  # Trainer picks CUDA, else Apple MPS, where there is one
         log_level="error",
     )
 

@@ -1,0 +1,63 @@
+"""Data parallelism by hand: what DDP does to the gradients, in a few lines.
+
+Every rank computes the gradients of its own share of the batch; the step must use their
+average, the gradient of the whole batch. :func:`average_gradients` does it the short way
+(one all-reduce of all gradients flattened into one vector, divided by the number of
+ranks); :func:`ring_all_reduce` writes the all-reduce itself out as NCCL's ring does, with
+plain sends and receives. The worker checks both against DDP's gradients.
+
+They live here rather than in :mod:`ftlab.lessons` because the worker processes run them,
+and the training layer never imports a lesson.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def flat_gradients(model: torch.nn.Module) -> torch.Tensor:
+    """Every gradient of ``model``, in parameter order, as one vector (a copy)."""
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Replace each rank's gradients with the average over ranks: sum with one all-reduce of
+    the flattened gradients, divide by the world size, copy back."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = flat_gradients(model)
+    dist.all_reduce(flat)  # the sum over ranks, the same on every rank afterwards
+    flat /= dist.get_world_size()
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def _exchange(send: torch.Tensor, receive_like: torch.Tensor) -> torch.Tensor:
+    """Send ``send`` to the next rank on the ring while receiving a tensor from the previous one."""
+    rank, n = dist.get_rank(), dist.get_world_size()
+    received = torch.empty_like(receive_like)
+    for request in (dist.isend(send.contiguous(), (rank + 1) % n), dist.irecv(received, (rank - 1) % n)):
+        request.wait()
+    return received
+
+
+def ring_all_reduce(flat: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The sum of ``flat`` over all ranks, as a ring computes it, and the bytes this rank sent.
+
+    Cut the vector into ``n`` chunks. Reduce-scatter: ``n - 1`` times, send one chunk to the
+    next rank and add the chunk the previous rank sent; afterwards rank ``r`` holds the full
+    sum of chunk ``(r + 1) % n``. All-gather: ``n - 1`` times, pass the finished chunks on.
+    Each rank sends ``2 (n - 1)`` chunks of ``1/n`` of the vector, whatever ``n`` is: why an
+    all-reduce costs about twice the gradients' bytes per rank however many GPUs there are.
+    """
+    rank, n = dist.get_rank(), dist.get_world_size()
+    chunks = list(flat.clone().tensor_split(n))
+    sent = 0
+    for step in range(n - 1):  # reduce-scatter
+        out, into = (rank - step) % n, (rank - step - 1) % n
+        chunks[into] += _exchange(chunks[out], chunks[into])
+        sent += chunks[out].numel() * chunks[out].element_size()
+    for step in range(n - 1):  # all-gather
+        out, into = (rank + 1 - step) % n, (rank - step) % n
+        chunks[into] = _exchange(chunks[out], chunks[into])
+        sent += chunks[out].numel() * chunks[out].element_size()
+    return torch.cat(chunks), sent
