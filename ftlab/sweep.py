@@ -6,11 +6,12 @@ means every point comes from the run cache when a chapter is re-executed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ftlab.config.run_config import RunConfig
 from ftlab.memory import MEMORY_PARTS
 from ftlab.runs.record import Run
+from ftlab.stats import Comparison, compare_to_baseline
 from ftlab.training.train import train
 
 
@@ -62,23 +63,45 @@ def metric_table(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> str:
 
 def seed_runs(base: RunConfig, seeds: Sequence[int] = (42, 43), *, label: str = "baseline",
               retrain: bool = False, runs_dir: str | Path | None = None, progress: bool = True) -> list[Run]:
-    """The same run under several seeds (data order, LoRA initialisation, dropout): how far
-    apart they end is the noise every knob's effect must be read against."""
+    """The same run under several seeds (data order, initialisation, dropout): one arm of a
+    comparison, whose spread is the noise its difference from another arm is read against."""
     return [train(base.replace(seed=s), label=f"{label}, seed {s}", retrain=retrain, runs_dir=runs_dir,
                   progress=progress) for s in seeds]
 
 
-def seed_spread(runs: Sequence[Run], key: str = "final_eval_loss") -> float:
-    """Largest minus smallest ``key`` over runs that differ only in their seed."""
-    values = [run.metrics[key] for run in runs]
-    return max(values) - min(values)
+def arms(configs: Sequence[tuple[str, RunConfig]], seeds: Sequence[int], *, retrain: bool = False,
+         runs_dir: str | Path | None = None, progress: bool = True) -> dict[str, list[Run]]:
+    """Each (label, config) trained under every seed of ``seeds``: ``{label: runs}``.
+
+    An arm is one config repeated with only the seed changed, the unit :mod:`ftlab.stats`
+    compares. Every arm gets the same seeds in the same order, so the i-th runs of two arms
+    share their data order and initialisation and can be compared ``paired=True``.
+    """
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"seeds={list(seeds)!r}: give each arm distinct seeds, at least one")
+    return {text: seed_runs(cfg, seeds, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress)
+            for text, cfg in configs}
 
 
-def versus_noise(difference: float, spread: float) -> str:
-    """A difference between two runs, said next to the seed spread: "effect" only when it is
-    larger than what changing the seed alone does, otherwise "noise"."""
-    verdict = "larger than the seed spread: an effect" if abs(difference) > spread else "inside the seed spread: noise"
-    return f"{difference:+.3f} (seed spread {spread:.3f}; {verdict})"
+def values(runs: Sequence[Run], key: str = "final_eval_loss") -> list[float]:
+    """``key`` of each run's final metrics, in order: an arm as ftlab.stats reads it."""
+    missing = [run.label or run.config_hash for run in runs if key not in run.metrics]
+    if missing:
+        raise KeyError(f"metric {key!r} is missing from runs {missing}; see ftlab.runs.record.METRICS for the names")
+    return [float(run.metrics[key]) for run in runs]
+
+
+def verdicts(arms_: Mapping[str, Sequence[Run]], baseline: str, key: str = "final_eval_loss", *,
+             paired: bool = True) -> dict[str, Comparison]:
+    """Every arm of ``arms_`` against the arm named ``baseline`` on metric ``key``, with a
+    family-wise 95% level (:func:`ftlab.stats.compare_to_baseline`): ``{label: Comparison}``.
+
+    ``paired`` defaults to True because :func:`arms` gives every arm the same seeds.
+    """
+    if baseline not in arms_:
+        raise KeyError(f"baseline={baseline!r} is not an arm; the arms are {list(arms_)}")
+    others = {label: values(runs, key) for label, runs in arms_.items() if label != baseline}
+    return compare_to_baseline(values(arms_[baseline], key), others, paired=paired)
 
 
 def memory_cost(runs: Sequence[Run]) -> dict[str, int]:

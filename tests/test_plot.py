@@ -87,3 +87,36 @@ def test_a_loss_curve_drawn_alone_looks_like_the_one_plot_losses_draws():
     plot_loss_curve([2], [1.5], "eval", "C0", "a eval", ax=ax)
     assert [_look(line) for line in ax.get_lines()] == [_look(line) for line in plot_losses([run]).axes[0].get_lines()]
     assert ax.get_legend() is None and ax.get_xlabel() == "optimizer step" and ax.get_title() == "Loss"
+
+
+def _seeded(model: str, finals: list[float], label: str) -> list[Run]:
+    """Fake runs of one arm: eval loss 3.0 at step 0, then ``final`` at step 10."""
+    return [Run(config=RunConfig(model=model, seed=42 + i), label=label, metrics={"final_eval_loss": f},
+                history=[{"step": 10, "loss": f, "tokens": 100}],
+                evals=[{"step": 0, "eval_loss": 3.0}, {"step": 10, "eval_loss": f}]) for i, f in enumerate(finals)]
+
+
+def test_plot_arms_draws_each_arms_mean_inside_a_band_spanning_every_seed():
+    from ftlab.ui.plot import plot_arms
+    arms = {"a": _seeded("tiny", [1.0, 1.2, 1.4], "a"), "b": _seeded("tiny", [2.0, 2.1, 2.2], "b")}
+    ax = plot_arms(arms).axes[0]
+    means = [list(line.get_ydata()) for line in ax.lines]
+    assert means == [[3.0, 1.2], [3.0, 2.1]]
+    bands = [c.get_paths()[0].vertices[:, 1] for c in ax.collections]
+    assert len(bands) == 2 and min(bands[0]) == 1.0 and max(bands[0]) == 3.0 and {1.0, 1.4} <= set(bands[0])
+    assert "nats per byte" in ax.get_ylabel()  # a byte-level model's loss unit
+    tokens = plot_arms(arms, x="tokens").axes[0]
+    assert list(tokens.lines[0].get_xdata()) == [0, 100]
+
+
+def test_plot_final_marks_every_seed_and_the_mean_with_its_t_interval():
+    from ftlab.stats import noise_band
+    from ftlab.ui.plot import plot_final
+    arms = {"lr=1e-3": _seeded("smollm2-135m", [1.0, 1.2, 1.4], "x"), "lr=1e-2": _seeded("smollm2-135m", [2.0, 2.2], "y")}
+    ax = plot_final(arms, x=[1e-3, 1e-2], logx=True, xlabel="learning rate").axes[0]
+    dots = sorted(y for line in ax.lines if line.get_marker() == "o" for y in line.get_ydata())
+    assert dots == [1.0, 1.2, 1.4, 2.0, 2.2]
+    _, low, high = noise_band([1.0, 1.2, 1.4])
+    bars = [c for c in ax.collections if c.get_segments()]
+    assert any(abs(s[0][1] - low) < 1e-9 and abs(s[1][1] - high) < 1e-9 for c in bars for s in c.get_segments())
+    assert "nats per token" in ax.get_ylabel() and ax.get_xscale() == "log"

@@ -18,3 +18,20 @@ def test_metric_rows_are_what_the_text_table_prints():
                     {"label": runs[1].config_hash, "final_eval_loss": 2.0, "exact_match": None}]
     table = metric_table(runs, keys=("final_eval_loss", "exact_match")).splitlines()
     assert [line.split() for line in table[2:]] == [["a", "1.5000", "0.2500"], [runs[1].config_hash, "2.0000", "None"]]
+
+
+def test_verdicts_compare_every_arm_with_the_baseline_paired_at_a_family_wise_level():
+    from ftlab.stats import compare_to_baseline
+    from ftlab.sweep import values, verdicts
+    make = lambda finals: [Run(config=RunConfig(seed=s), metrics={"final_eval_loss": f}) for s, f in zip((42, 43, 44), finals)]
+    arms = {"base": make([1.0, 1.1, 1.2]), "same": make([1.01, 1.09, 1.22]), "worse": make([1.5, 1.6, 1.7])}
+    found = verdicts(arms, "base")
+    assert list(found) == ["same", "worse"]
+    expected = compare_to_baseline([1.0, 1.1, 1.2], {"same": [1.01, 1.09, 1.22], "worse": [1.5, 1.6, 1.7]}, paired=True)
+    assert found == expected and found["worse"].effect and not found["same"].effect
+    assert values(arms["worse"]) == [1.5, 1.6, 1.7]
+    import pytest
+    with pytest.raises(KeyError, match="baseline='nope' is not an arm"):
+        verdicts(arms, "nope")
+    with pytest.raises(KeyError, match="'best_eval_loss' is missing"):
+        values(arms["base"], "best_eval_loss")

@@ -8,9 +8,11 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ftlab.config.run_config import BYTE_LEVEL_PRESETS
 from ftlab.memory import MEMORY_PARTS, MiB, MemoryBreakdown
 from ftlab.foundation.jupyter import ipython_shell
 from ftlab.runs.record import Run
+from ftlab.stats import noise_band
 
 MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
 
@@ -106,7 +108,93 @@ def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True,
         if eval:
             steps, loss = run.series("eval_loss")
             plot_loss_curve(steps, loss, "eval", color, f"{_label(run, i)} eval", ax=ax)
-    _finish(ax, "cross-entropy loss", title)
+    _finish(ax, f"cross-entropy loss ({loss_unit(runs)})", title)
+    return fig
+
+
+def loss_unit(runs: Iterable[Run]) -> str:
+    """What one unit of the runs' cross-entropy is: nats per byte for the byte-level presets
+    (each token is one byte), nats per token for every other model. Every loss axis says it."""
+    models = {run.config.model for run in runs}
+    byte_level = {m in BYTE_LEVEL_PRESETS for m in models}
+    if len(byte_level) != 1:
+        return "nats per token (per byte for the byte-level models)"
+    return "nats per byte" if byte_level.pop() else "nats per token"
+
+
+def _tokens_seen(run: Run) -> dict[int, int]:
+    """Training tokens read up to each logged step (step 0: none)."""
+    seen, total = {0: 0}, 0
+    for row in run.history:
+        total += row.get("tokens", 0)
+        seen[row["step"]] = total
+    return seen
+
+
+def plot_arms(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: str = "eval_loss",
+              x: Literal["step", "tokens"] = "step", title: str = "Eval loss: mean over seeds, band = every seed") -> Figure:
+    """Each arm's mean ``key`` curve over its seeds, inside a band from the lowest to the
+    highest seed at every logged point, so the noise a verdict is read against is seen.
+
+    With the 2-5 seeds a chapter affords, the band spans every seed's curve; it is a picture of
+    the noise, not a test (verdicts come from :mod:`ftlab.stats`). ``x="tokens"`` puts training
+    tokens seen on x, for arms that read the data at different rates (batch sizes)."""
+    fig, ax = figure_and_axes(ax)
+    every = [run for runs in arms.values() for run in runs]
+    for i, (label, runs) in enumerate(arms.items()):
+        series = [dict(zip(*run.series(key))) for run in runs]
+        points = sorted(set.intersection(*(set(s) for s in series)))
+        if not points:
+            continue
+        stacked = np.array([[s[p] for p in points] for s in series])
+        where = points if x == "step" else [float(np.mean([_tokens_seen(r).get(p, 0) for r in runs])) for p in points]
+        color = f"C{i % 10}"
+        ax.plot(where, stacked.mean(axis=0), "o-", color=color, markersize=3, lw=1.8, label=f"{label} ({len(runs)} seeds)")
+        if len(runs) > 1:
+            ax.fill_between(where, stacked.min(axis=0), stacked.max(axis=0), color=color, alpha=0.18, lw=0)
+    ax.set_xlabel("optimizer step" if x == "step" else "training tokens seen")
+    ax.set_ylabel(f"{key.replace('_', ' ')} ({loss_unit(every)})" if "loss" in key else key.replace("_", " "))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_final(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: str = "final_eval_loss",
+               x: Sequence[float] | None = None, xlabel: str | None = None, logx: bool = False,
+               title: str | None = None) -> Figure:
+    """Each arm's final ``key``: every seed as a dot and the mean with its 95% t interval
+    (:func:`ftlab.stats.noise_band`) as an error bar. ``x`` places the arms on a numeric axis
+    (a learning rate, a λ) instead of one slot per label."""
+    fig, ax = figure_and_axes(ax)
+    labels = list(arms)
+    where = list(x) if x is not None else list(range(len(labels)))
+    every = [run for runs in arms.values() for run in runs]
+    means = []
+    for i, (label, pos) in enumerate(zip(labels, where)):
+        found = [float(r.metrics[key]) for r in arms[label]]
+        ax.plot([pos] * len(found), found, "o", color="0.55", markersize=4, label="one seed" if i == 0 else None)
+        mean = float(np.mean(found))
+        means.append(mean)
+        if len(found) > 1:
+            _, low, high = noise_band(found)
+            ax.errorbar([pos], [mean], yerr=[[mean - low], [high - mean]], fmt="s", color="C0", capsize=4,
+                        label="mean, 95% interval" if i == 0 else None)
+        else:
+            ax.plot([pos], [mean], "s", color="C0", label="mean (one seed: no interval)" if i == 0 else None)
+    if x is not None:
+        ax.plot(where, means, "-", color="C0", lw=1, alpha=0.6)
+        if logx:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(where, labels, rotation=20, ha="right")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{key.replace('_', ' ')} ({loss_unit(every)})" if "loss" in key else key.replace("_", " "))
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -115,14 +203,11 @@ def plot_eval_by_tokens(runs: Sequence[Run], ax: Axes | None = None, title: str 
     take different numbers of steps for the same data, so steps would compare unlike things."""
     fig, ax = figure_and_axes(ax)
     for i, run in enumerate(runs):
-        seen, total = {0: 0}, 0
-        for row in run.history:
-            total += row.get("tokens", 0)
-            seen[row["step"]] = total
+        seen = _tokens_seen(run)
         steps, loss = run.series("eval_loss")
-        ax.plot([seen.get(s, total) for s in steps], loss, "o-", color=f"C{i % 10}", label=_label(run, i), markersize=4)
+        ax.plot([seen.get(s, max(seen.values())) for s in steps], loss, "o-", color=f"C{i % 10}", label=_label(run, i), markersize=4)
     ax.set_xlabel("training tokens seen")
-    ax.set_ylabel("eval loss")
+    ax.set_ylabel(f"eval loss ({loss_unit(runs)})")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
