@@ -53,11 +53,13 @@ def metric_rows(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> list[
 def metric_table(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> str:
     """A fixed-width text table of run metrics, for printing under a plot."""
     widths = [max(18, len(k) + 2) for k in keys]
-    head = f"{'run':28s}" + "".join(f"{k:>{w}s}" for k, w in zip(keys, widths))
+    rows = metric_rows(runs, keys)
+    name = max([28] + [len(row["label"]) + 1 for row in rows])  # a label is never cut: its seed is in it
+    head = f"{'run':{name}s}" + "".join(f"{k:>{w}s}" for k, w in zip(keys, widths))
     lines = [head, "-" * len(head)]
-    for row in metric_rows(runs, keys):
+    for row in rows:
         cells = [f"{row[k]:{w}.4f}" if isinstance(row[k], float) else f"{str(row[k]):>{w}s}" for k, w in zip(keys, widths)]
-        lines.append(f"{row['label'][:28]:28s}" + "".join(cells))
+        lines.append(f"{row['label']:{name}s}" + "".join(cells))
     return "\n".join(lines)
 
 

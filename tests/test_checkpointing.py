@@ -50,3 +50,10 @@ def test_accumulation_matches_the_large_batch_update(tiny_config):
     for name in big:
         torch.testing.assert_close(acc[name], big[name], atol=1e-5, rtol=1e-4)
     assert any(not torch.allclose(small[n], big[n], atol=1e-5) for n in big)  # a different batch differs
+
+
+def test_the_reentrant_trap_shows_pytorchs_own_warning_and_error():
+    from ftlab.lessons.checkpointing import reentrant_symptoms
+    warning, error = reentrant_symptoms()
+    assert "None of the inputs have requires_grad=True" in warning
+    assert "element 0 of tensors does not require grad" in error

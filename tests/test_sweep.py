@@ -35,3 +35,9 @@ def test_verdicts_compare_every_arm_with_the_baseline_paired_at_a_family_wise_le
         verdicts(arms, "nope")
     with pytest.raises(KeyError, match="'best_eval_loss' is missing"):
         values(arms["base"], "best_eval_loss")
+
+
+def test_metric_table_never_cuts_a_label():
+    label = "attention dropout 0.1, seed 42"
+    table = metric_table([Run(config=RunConfig(), label=label, metrics={"final_eval_loss": 1.5})], keys=("final_eval_loss",))
+    assert table.splitlines()[2].startswith(label + " ")

@@ -95,6 +95,27 @@ def reentrant_trap(seed: int = 0) -> dict[str, float]:
     return out
 
 
+def reentrant_symptoms(seed: int = 0) -> tuple[str, str]:
+    """What a learner sees when they fall into the trap of :func:`reentrant_trap` without
+    ftlab hiding it: the warning ``torch.utils.checkpoint`` gives when no input requires
+    grad, and the error ``backward()`` raises when nothing in the loss requires grad (the
+    whole model frozen behind a reentrant checkpoint). Returns (warning, error), the texts
+    as PyTorch words them, so they can be searched for."""
+    gen = torch.Generator().manual_seed(seed)
+    frozen = torch.nn.Linear(16, 16).requires_grad_(False)
+    hidden = torch.randn(4, 16, generator=gen)  # a frozen embedding's output: requires_grad is False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = checkpoint(frozen, hidden, use_reentrant=True).pow(2).mean()
+    try:
+        loss.backward()
+    except RuntimeError as err:
+        error = str(err)
+    else:  # pragma: no cover - PyTorch would have to change its reentrant checkpoint
+        error = ""
+    return (str(caught[0].message) if caught else ""), error
+
+
 def library_guards_input_grads(config: RunConfig) -> bool:
     """Whether transformers made the input embeddings' output require grad when checkpointing
     was enabled (v5 does this for every model, so the reentrant trap cannot happen through it)."""
