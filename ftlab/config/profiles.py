@@ -92,7 +92,7 @@ KNOB_STEPS = {"ci": 6, "cpu": 60, "gpu": 400}
 """Steps per run in the knob chapters (02-05, and 07's optimizers). Every compared arm runs
 under each of :data:`KNOB_SEEDS`, so a chapter trains 12-40 of these; 60 steps of batch 8
 (ten epochs of a 48-example split) is where the fine-tuning curve has flattened (eval loss
-3.01 before, 1.18-1.37 after in the committed chapters) at about a third of a minute per run
+3.01 before, 1.18-1.37 after at the base rate in the committed chapters) at about a third of a minute per run
 on 2 cores. The chapters' minutes are in benchmarks/README.md."""
 
 KNOB_MODELS = {"ci": "tiny-pretrained", "cpu": "tiny-pretrained", "gpu": "smollm2-135m"}
