@@ -345,16 +345,3 @@ def test_epochs_knob_sets_steps_from_the_split_and_the_batch(tiny_config, tmp_pa
     assert pg.label == "3 epochs, bs=16"
     with pytest.raises(ConfigError, match="train_size"):
         Playground(tiny_config, [Epochs(1, 8)], runs_dir=tmp_path)
-
-
-def test_memory_predictor_answers_per_gpu_for_several_gpus_and_says_when_it_cannot():
-    from ftlab.memory import MODEL_SIZES, estimate
-    m = MemoryPredictor()
-    m.model.value, m.method.value = "7B", "full"
-    one = m._breakdown.total
-    m.devices.value, m.strategy.value = 8, "fsdp"
-    expected = estimate(m.config(), seq_len=m.seq_len.value, model_config=MODEL_SIZES["7B"], devices=8, strategy="fsdp")
-    assert m._breakdown == expected and expected.total < one / 2
-    assert "per GPU of 8 (fsdp)" in repr(m) and "per GPU of 8 (fsdp)" in m.summary.value
-    m.method.value = "qlora"  # a 4-bit base cannot be sharded: the summary says why instead of a traceback
-    assert m.summary.value.startswith("<b>cannot predict:</b>")

@@ -5,23 +5,18 @@ architecture alone), so a learner can ask about a 70B model on a laptop.
 """
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import ipywidgets as widgets
 
 from ftlab.config.run_config import RunConfig
-from ftlab.errors import ArgumentError
-from ftlab.memory import GiB, STRATEGIES, MemoryBreakdown, busiest_rank, estimate, model_architecture, setup_for
+from ftlab.memory import GiB, MemoryBreakdown, estimate
 from ftlab.memory.fits import MODEL_SIZES
 from ftlab.ui.plot import plot_memory
 from ftlab.ui.widgets.panels import panel_image, png, with_fallback
 
 PRESETS = ("tiny", "smollm2-135m")
 """Models ftlab can load; the other choices are MODEL_SIZES architectures, estimated only."""
-
-DEVICES = (1, 2, 4, 8, 16, 32, 64)
-"""GPUs training together (data parallel), each on the chosen batch: chapter 09's question."""
 
 CONTROL_WIDTH = "340px"
 """Every control's fixed width. In a flex row a control may otherwise shrink when the
@@ -63,19 +58,15 @@ class MemoryPredictor:
         self.optim = widgets.Dropdown(options=["adamw_torch", "adamw_8bit", "adafactor", "sgd"], value="adamw_torch",
                                       description="optimizer", layout=_fixed(), style=CONTROL_STYLE)
         self.bf16 = widgets.Checkbox(value=False, description="bf16 autocast", layout=_fixed(), style=CONTROL_STYLE)
-        self.devices = widgets.Dropdown(options=DEVICES, value=1, description="GPUs", layout=_fixed(),
-                                        style=CONTROL_STYLE)
-        self.strategy = widgets.Dropdown(options=list(STRATEGIES), value="ddp", description="strategy", layout=_fixed(),
-                                         style=CONTROL_STYLE)
         self.image = panel_image()
         self.summary = widgets.HTML()
         self.controls: list[widgets.Widget] = [self.model, self.method, self.batch, self.seq_len, self.checkpointing,
-                                               self.optim, self.bf16, self.devices, self.strategy]
+                                               self.optim, self.bf16]
         """The input widgets, in the order shown."""
         for control in self.controls:
             control.observe(lambda change: self.redraw(), names="value")
         # stable CSS classes: what the browser tests (tests/browser) and a learner's own CSS select by
-        for name in ("model", "method", "batch", "seq_len", "checkpointing", "optim", "bf16", "devices", "strategy"):
+        for name in ("model", "method", "batch", "seq_len", "checkpointing", "optim", "bf16"):
             getattr(self, name).add_class("ftlab-memory-control").add_class(f"ftlab-memory-{name}")
         self.image.add_class("ftlab-memory-plot")
         self.summary.add_class("ftlab-memory-summary")
@@ -96,25 +87,15 @@ class MemoryPredictor:
                          gradient_checkpointing=self.checkpointing.value, optim=self.optim.value, bf16=self.bf16.value)
 
     def predict(self) -> MemoryBreakdown:
-        """The predicted memory of one training step with the current settings: with several
-        GPUs, that of the busiest one (each GPU trains on ``batch``)."""
-        config, devices, strategy = self.config(), self.devices.value, self.strategy.value
-        arch = MODEL_SIZES.get(self.model.value) or model_architecture(config.model)
-        rank = busiest_rank(arch, setup_for(config), devices, strategy) if devices > 1 else 0
-        return estimate(config, seq_len=self.seq_len.value, model_config=arch, devices=devices, strategy=strategy,
-                        rank=rank)
+        """The predicted memory of one training step with the current settings."""
+        return estimate(self.config(), seq_len=self.seq_len.value, model_config=MODEL_SIZES.get(self.model.value))
 
     def redraw(self) -> None:
         """Predict again and redraw the bars and the one-line summary."""
-        try:
-            self._breakdown = breakdown = self.predict()
-        except ArgumentError as err:  # e.g. a quantized base or 8-bit state under a sharding strategy
-            self.summary.value = f"<b>cannot predict:</b> {html.escape(str(err))}"
-            return
-        where = f", per GPU of {self.devices.value} ({self.strategy.value})" if self.devices.value > 1 else ""
-        fig = plot_memory({f"{self.model.value} {self.method.value}": breakdown}, title=f"Predicted memory of one step{where}")
+        self._breakdown = breakdown = self.predict()
+        fig = plot_memory({f"{self.model.value} {self.method.value}": breakdown}, title="Predicted memory of one step")
         self.image.value = png(fig)
-        self.summary.value = f"<b>{breakdown.total / GiB:.2f} GiB</b> predicted{where} ({breakdown_parts(breakdown)})"
+        self.summary.value = f"<b>{breakdown.total / GiB:.2f} GiB</b> predicted ({breakdown_parts(breakdown)})"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         """The widget view, plus the chart as PNG and ``repr`` for readers without widgets."""
@@ -123,6 +104,5 @@ class MemoryPredictor:
     def __repr__(self) -> str:
         """One line: the settings and the prediction the widget shows."""
         b = self._breakdown
-        where = f", per GPU of {self.devices.value} ({self.strategy.value})" if self.devices.value > 1 else ""
         return (f"MemoryPredictor: {self.model.value} {self.method.value}, batch {self.batch.value} x "
-                f"{self.seq_len.value} tokens: {b.total / GiB:.2f} GiB predicted{where} ({breakdown_parts(b)})")
+                f"{self.seq_len.value} tokens: {b.total / GiB:.2f} GiB predicted ({breakdown_parts(b)})")
