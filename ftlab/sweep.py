@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ftlab.config.profiles import profile_name
 from ftlab.config.run_config import RunConfig
 from ftlab.memory import MEMORY_PARTS
 from ftlab.runs.record import Run
 from ftlab.stats import Comparison, compare_to_baseline
+from ftlab.training.parallel import default_workers, train_in_workers
 from ftlab.training.train import train
 
 
@@ -30,9 +32,11 @@ def sweep(base: RunConfig, field: str, values: Iterable[Any], *, label: str | No
     return runs
 
 
-def compare(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = False,
-            runs_dir: str | Path | None = None, progress: bool = True) -> list[Run]:
-    """One Run per (label, config) pair: for comparisons that change several knobs at once."""
+def train_each(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = False,
+               runs_dir: str | Path | None = None, progress: bool = True) -> list[Run]:
+    """One Run per (label, config) pair, each under its own config's seed: for illustrations
+    that change several knobs at once. (Comparing them is :func:`ftlab.stats.compare`'s job,
+    over the seeds of :func:`arms`.)"""
     return [train(cfg, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress) for text, cfg in configs]
 
 
@@ -72,17 +76,26 @@ def seed_runs(base: RunConfig, seeds: Sequence[int] = (42, 43), *, label: str = 
 
 
 def arms(configs: Sequence[tuple[str, RunConfig]], seeds: Sequence[int], *, retrain: bool = False,
-         runs_dir: str | Path | None = None, progress: bool = True) -> dict[str, list[Run]]:
+         runs_dir: str | Path | None = None, progress: bool = True, workers: int | None = None
+         ) -> dict[str, list[Run]]:
     """Each (label, config) trained under every seed of ``seeds``: ``{label: runs}``.
 
     An arm is one config repeated with only the seed changed, the unit :mod:`ftlab.stats`
     compares. Every arm gets the same seeds in the same order, so the i-th runs of two arms
     share their data order and initialisation and can be compared ``paired=True``.
+
+    The runs are independent, so those the cache lacks are trained in ``workers`` processes
+    (default: :func:`~ftlab.training.parallel.default_workers`; 1 trains them here, one after
+    another). Pass ``workers=1`` where the runs' step times are compared: runs that share the
+    cores with each other are slower than one alone.
     """
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds={list(seeds)!r}: give each arm distinct seeds, at least one")
-    return {text: seed_runs(cfg, seeds, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress)
-            for text, cfg in configs}
+    jobs = [(f"{text}, seed {s}", cfg.replace(seed=s)) for text, cfg in configs for s in seeds]
+    count = default_workers(profile_name()) if workers is None else workers
+    trained = train_in_workers(jobs, workers=count, runs_dir=runs_dir, retrain=retrain, progress=progress)
+    return {text: seed_runs(cfg, seeds, label=text, retrain=retrain and not trained, runs_dir=runs_dir,
+                            progress=progress) for text, cfg in configs}
 
 
 def values(runs: Sequence[Run], key: str = "final_eval_loss") -> list[float]:

@@ -1,0 +1,114 @@
+"""Independent runs trained side by side in worker processes, on a CPU.
+
+Why: the arms of a comparison are independent runs, and one PyTorch process does not keep
+every core busy (its data loading, Python and Trainer bookkeeping run on one thread while
+the others wait). Several one-thread processes fill those gaps: two of them on two cores
+train more runs per minute than one two-thread process (``benchmarks/workers.py``
+measures it).
+
+The workers only fill the run cache; the caller then reads each run back with
+:func:`ftlab.training.train.train`, which finds it there. So a run trained in a worker is
+the same Run, under the same key, as one trained in the notebook's own process, and a
+comparison never depends on where its runs were trained.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ftlab.config.run_config import RunConfig
+from ftlab.errors import ConfigError
+from ftlab.runs.cache import RunCache
+
+WORKERS_ENV = "FTLAB_WORKERS"
+"""Environment variable that sets how many worker processes train a chapter's arms (1 = none)."""
+
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+
+
+def default_workers(profile: str) -> int:
+    """How many worker processes train independent runs: ``FTLAB_WORKERS`` if set, else one
+    per CPU core on the ``cpu`` profile and none (1) elsewhere.
+
+    ``ci`` runs chapters on pytest-xdist workers that already fill the cores, and on a GPU
+    the runs share one device, where processes would only contend for it.
+    """
+    text = os.environ.get(WORKERS_ENV)
+    if text is not None:
+        if not text.strip().isdigit() or int(text) < 1:
+            raise ConfigError(WORKERS_ENV, text, "a whole number of worker processes, 1 or more "
+                              "(1 trains every run in this process; environment variable)")
+        return int(text)
+    if profile != "cpu" or torch.cuda.is_available():
+        return 1
+    return max(1, os.cpu_count() or 1)
+
+
+def _one_process_threads(threads: int) -> None:
+    """Worker initializer: each worker gets its share of the cores, so together they use
+    them all once and never oversubscribe."""
+    torch.set_num_threads(threads)
+
+
+def _train_one(config_json: str, label: str, runs_dir: str | None, retrain: bool) -> float:
+    """Train one run in a worker and save it to the run cache; its wall seconds."""
+    from ftlab.training.train import train  # the worker's own import, after its threads are set
+
+    started = time.perf_counter()
+    train(RunConfig.from_json(config_json), label=label, runs_dir=runs_dir, retrain=retrain, progress=False)
+    return time.perf_counter() - started
+
+
+def _shared_pool(workers: int) -> ProcessPoolExecutor:
+    """One pool per process, reused by every later sweep: a worker imports torch and
+    transformers once (several seconds), not once per cell."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size != workers:
+        if _pool is not None:
+            _pool.shutdown(cancel_futures=True)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_one_process_threads, initargs=(threads,))
+        _pool_size = workers
+        atexit.register(_pool.shutdown, cancel_futures=True)
+    return _pool
+
+
+def train_in_workers(jobs: Sequence[tuple[str, RunConfig]], *, workers: int,
+                     runs_dir: str | Path | None = None, retrain: bool = False, progress: bool = True) -> int:
+    """Train the (label, config) ``jobs`` that the run cache lacks (all of them if ``retrain``)
+    in ``workers`` processes, and return how many were trained.
+
+    Nothing happens with one worker or fewer than two runs to train: the caller's own
+    :func:`~ftlab.training.train.train` calls then train them in this process. A failure
+    in a worker is raised here, with its traceback, once the other runs have finished.
+    """
+    cache = RunCache(runs_dir)
+    todo = [(label, config) for label, config in jobs
+            if retrain or cache.load_completed(cache.key_for(config)[0]) is None]
+    if workers < 2 or len(todo) < 2:
+        return 0
+    pool = _shared_pool(min(workers, os.cpu_count() or 1))
+    folder = str(runs_dir) if runs_dir is not None else None
+    futures: dict[Future[float], str] = {pool.submit(_train_one, config.to_json(), label, folder, retrain): label
+                                         for label, config in todo}
+    if progress:
+        print(f"training {len(todo)} runs in {_pool_size} worker processes")
+    try:
+        for future in as_completed(futures):
+            seconds = future.result()
+            if progress:
+                print(f"  {futures[future]}: trained in {seconds:.0f} s")
+    except BaseException:
+        for future in futures:
+            future.cancel()  # an interrupt stops what has not started; a started run finishes and is cached
+        raise
+    return len(todo)

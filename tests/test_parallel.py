@@ -1,0 +1,46 @@
+"""Arms trained in worker processes: the same runs, under the same keys, as trained here."""
+from __future__ import annotations
+
+import pytest
+
+from ftlab.errors import ConfigError
+from ftlab.runs.cache import RunCache
+from ftlab.sweep import arms
+from ftlab.training.parallel import WORKERS_ENV, default_workers, train_in_workers
+
+
+def test_workers_default_to_one_per_core_on_cpu_and_to_none_elsewhere(monkeypatch):
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert default_workers("cpu") == 8
+    assert default_workers("ci") == 1  # nbval's own xdist workers already fill the cores
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert default_workers("cpu") == 1
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert default_workers("gpu") == 3
+
+
+@pytest.mark.parametrize("text", ["0", "two", "-1", ""])
+def test_a_bad_worker_count_is_refused_naming_the_variable(monkeypatch, text):
+    monkeypatch.setenv(WORKERS_ENV, text)
+    with pytest.raises(ConfigError, match=f"{WORKERS_ENV}=.* is not allowed: a whole number of worker processes, 1 or more"):
+        default_workers("cpu")
+
+
+def test_arms_trained_in_two_workers_are_cached_runs_read_back_in_seed_order(tiny_config, tmp_path, capsys):
+    base = tiny_config.replace(max_steps=2, eval_steps=2, exact_match_size=0)
+    configs = [("a", base), ("b", base.replace(learning_rate=1e-3))]
+    found = arms(configs, (42, 43), runs_dir=tmp_path, workers=2)
+    out = capsys.readouterr().out
+    assert "training 4 runs in 2 worker processes" in out and out.count("trained in") == 4
+    assert list(found) == ["a", "b"]
+    for label, config in configs:
+        runs = found[label]
+        assert [r.config.seed for r in runs] == [42, 43] and all(r.from_cache for r in runs)
+        assert [r.label for r in runs] == [f"{label}, seed 42", f"{label}, seed 43"]
+        assert all(r.env["cpu_threads"] >= 1 and r.metrics["steps"] == 2 for r in runs)
+    # everything is cached now: the workers have nothing to do and start nothing
+    assert train_in_workers([(f"a, seed {s}", base.replace(seed=s)) for s in (42, 43)], workers=2,
+                            runs_dir=tmp_path) == 0
+    assert len(RunCache(tmp_path).listing().runs) == 4
