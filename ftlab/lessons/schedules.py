@@ -119,10 +119,10 @@ def warmup_cosine_lr(step: int, *, learning_rate: float, warmup_steps: int | flo
     `"cosine_with_min_lr"` (min_lr_rate>0), rebuilt with plain arithmetic:
 
     1. Warmup (step < warmup): rise in a straight line from 0 towards the peak, factor = step / warmup.
-       Step 0 therefore trains with lr = 0: the first update is spent only on filling AdamW's moment
-       estimates, which is exactly why warmup helps - early Adam steps are based on a noisy,
-       one-sample estimate of the gradient scale, and a full-size step on it can wreck a pretrained
-       model before the statistics settle.
+       Step 0 therefore trains with lr = 0: the first update only fills AdamW's moment estimates.
+       Early Adam steps divide by a second moment estimated from one or two gradients, so a
+       full-size step on it can be far too large; warmup keeps those steps small. Whether that
+       matters depends on the rate: chapter 02 measures it at its own rate and at ten times it.
     2. Progress (step >= warmup): how far through the decay phase we are, from 0 at the end of warmup
        to 1 at `num_training_steps`: progress = (step - warmup) / (total - warmup).
     3. Cosine: factor = 0.5 * (1 + cos(2*pi * num_cycles * progress)). With the default half cycle
@@ -139,11 +139,11 @@ def warmup_cosine_lr(step: int, *, learning_rate: float, warmup_steps: int | flo
     steps" into a division by 1 rather than by 0. `warmup_steps` may be a ratio, as in lr_curve.
     """
     warmup = resolve_warmup_steps(warmup_steps, num_training_steps)
-    if step < warmup:  # 1. linear warmup
+    if step < warmup:  # 1. warmup: a straight line up from 0
         factor = float(step) / float(max(1, warmup))
     else:
-        progress = float(step - warmup) / float(max(1, num_training_steps - warmup))  # 2.
-        factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))  # 3.
-        factor = factor * (1 - min_lr_rate) + min_lr_rate  # 4.
+        progress = float(step - warmup) / float(max(1, num_training_steps - warmup))  # 2. 0 -> 1 over the decay
+        factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))  # 3. cosine, 1 -> 0
+        factor = factor * (1 - min_lr_rate) + min_lr_rate  # 4. the floor
         factor = max(0.0, factor)
-    return learning_rate * factor  # 5.
+    return learning_rate * factor  # 5. the factor times the peak
