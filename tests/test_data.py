@@ -79,10 +79,11 @@ def test_packing_layout():
     b = {"input_ids": [4, 5], "labels": [-100, 5]}
     c = {"input_ids": [6, 7, 8, 9], "labels": [-100, -100, 8, 9]}
     rows = pack_examples([a, b, c], max_seq_length=6, pad_token_id=0)
-    assert rows[0] == {"input_ids": [1, 2, 3, 4, 5, 0], "labels": [-100, 2, 3, -100, 5, -100],
-                       "position_ids": [0, 1, 2, 0, 1, 0]}
-    assert rows[1] == {"input_ids": [6, 7, 8, 9, 0, 0], "labels": [-100, -100, 8, 9, -100, -100],
-                       "position_ids": [0, 1, 2, 3, 0, 1]}
+    # best-fit decreasing: c (longest) opens a row, a does not fit beside it, b fills c's row
+    assert rows == [{"input_ids": [6, 7, 8, 9, 4, 5], "labels": [-100, -100, 8, 9, -100, 5],
+                     "position_ids": [0, 1, 2, 3, 0, 1]},
+                    {"input_ids": [1, 2, 3, 0, 0, 0], "labels": [-100, 2, 3, -100, -100, -100],
+                     "position_ids": [0, 1, 2, 0, 1, 2]}]
 
 
 def test_packed_examples_do_not_attend_to_each_other(tok):

@@ -2,10 +2,13 @@
 packed examples apart (naive packing does not), and the skewed mix is where padding wastes."""
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from ftlab import DataError, RunConfig, load_data, load_model
+from ftlab.runs.cache import run_key
 from ftlab.setup.data import pack_groups
 from ftlab.lessons.packing import LAYOUTS, contamination, first_steps, layout_batches, measure_layout, padding_fraction
 from ftlab.setup.skewed_mix import LONG_TASK, SHORT_TASKS, build_skewed_mix, skewed_mix
@@ -70,15 +73,88 @@ def test_every_layout_holds_each_example_once_with_the_same_tokens(model_and_tok
     expected = [ex["input_ids"] for ex in finance]
     assert [e for b in batches["padding"] for e in _examples_of(b, "padding")] == expected
     packed = [e for b in batches["packed"] for e in _examples_of(b, "packed")]
-    assert [e for e in packed if e in expected] == expected  # in order; the rest are the padding tails
+    assert sorted(e for e in packed if e in expected) == sorted(expected)  # the rest are the padding tails
     assert all(set(e) == {pad} for e in packed if e not in expected)
     assert "position_ids" not in batches["naive"][0].inputs and "attention_mask" not in batches["packed"][0].inputs
     assert torch.equal(batches["naive"][0].inputs["input_ids"], batches["packed"][0].inputs["input_ids"])
 
 
-def test_pack_groups_fill_rows_greedily_in_order():
-    assert pack_groups([3, 2, 4, 6, 1], 6) == [[0, 1], [2], [3], [4]]
+def next_fit(lengths, max_seq_length):
+    """The packer before best-fit decreasing: fill the current row, open the next when an example does not fit."""
+    groups, used = [], 0
+    for index, n in enumerate(lengths):
+        if groups and used + n <= max_seq_length:
+            groups[-1].append(index)
+            used += n
+        else:
+            groups.append([index])
+            used = n
+    return groups
+
+
+def best_fit_decreasing(lengths, max_seq_length):
+    """The definition, written the slow way: scan every row for the tightest fit."""
+    groups, room = [], []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fits = [r for r in range(len(groups)) if room[r] >= lengths[index]]
+        if fits:
+            row = min(fits, key=lambda r: room[r])  # min keeps the first (earliest-opened) of equally tight rows
+        else:
+            row = len(groups)
+            groups.append([])
+            room.append(max_seq_length)
+        groups[row].append(index)
+        room[row] -= lengths[index]
+    return groups
+
+
+def test_pack_groups_is_best_fit_decreasing_where_next_fit_wastes_a_row():
+    # 6 opens a row, 5 a second; 4 goes where it fits tightest (beside 6), then 3 and 2 beside 5
+    assert pack_groups([6, 5, 4, 3, 2], 10) == [[0, 2], [1, 3, 4]]
+    assert next_fit([6, 5, 4, 3, 2], 10) == [[0], [1, 2], [3, 4]]
+    assert pack_groups([3, 2, 4, 6, 1], 6) == [[3], [2, 1], [0, 4]]  # next-fit: 4 rows
+    assert pack_groups([3, 3, 3, 3], 6) == [[0, 1], [2, 3]]  # equal lengths keep their order
     assert pack_groups([], 6) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pack_groups_matches_the_definition_and_keeps_every_example_whole_once(seed):
+    rng = random.Random(seed)
+    cap = rng.choice([16, 64, 256])
+    lengths = [rng.randint(1, cap) for _ in range(rng.randint(1, 120))]
+    rows = pack_groups(lengths, cap)
+    assert rows == best_fit_decreasing(lengths, cap)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= cap for row in rows)
+
+
+def test_best_fit_decreasing_packs_the_finance_data_tighter_than_next_fit(finance):
+    lengths = [len(ex["input_ids"]) for ex in finance]
+    rows, old = pack_groups(lengths, SEQ), next_fit(lengths, SEQ)
+    assert sorted(i for row in rows for i in row) == list(range(len(finance)))
+    assert max(sum(lengths[i] for i in row) for row in rows) <= SEQ
+
+    def padding(groups):
+        return 1 - sum(lengths) / (len(groups) * SEQ)
+    assert len(rows) < len(old) and padding(rows) < 0.1 < 0.2 < padding(old), (len(rows), len(old))
+
+
+def test_a_packed_run_gets_a_new_key_and_an_unpacked_run_keeps_its_own():
+    # keys computed before best-fit decreasing replaced next-fit: an unpacked run's rows did
+    # not change, so its key must not (every cached run stays valid); a packed run's did
+    assert run_key(RunConfig(model="tiny"), "data", "model") == "e66114e9e059ec35"
+    assert run_key(RunConfig(model="tiny", max_seq_length=256), "data", "model") == "692e90a99a0fdefc"
+    packed = [(RunConfig(model="tiny", packing=True), "b3a8fda941e198d1"),
+              (RunConfig(model="tiny", packing=True, max_seq_length=256), "89106a095d90e4ee")]
+    for config, next_fit_key in packed:
+        assert run_key(config, "data", "model") != next_fit_key
+    assert run_key(RunConfig(model="tiny", packing=True), "data", "model") == "08513dcc1e9b9d16"
+
+
+def test_train_packs_its_rows_with_pack_groups(model_and_tokenizer, finance):
+    rows = list(load_data(CONFIG.replace(packing=True), model_and_tokenizer[1]).train)
+    assert len(rows) == len(pack_groups([len(ex["input_ids"]) for ex in finance], SEQ))
+    assert all(len(r["input_ids"]) == len(r["position_ids"]) == SEQ for r in rows)
 
 
 def test_padding_and_packing_compute_the_same_loss_and_naive_does_not(model_and_tokenizer, finance):
@@ -95,10 +171,12 @@ def test_padding_and_packing_compute_the_same_loss_and_naive_does_not(model_and_
     assert results["packed"].padding_fraction == results["naive"].padding_fraction
 
 
-def test_first_steps_picks_what_the_packed_layout_fits(finance):
+def test_first_steps_picks_the_first_examples_the_packed_layout_fits(finance):
     chosen = first_steps(finance, 2, 4, SEQ)
-    rows = pack_groups([len(ex["input_ids"]) for ex in finance], SEQ)
-    assert len(chosen) == sum(len(g) for g in rows[:8])
+    n = len(chosen)
+    assert [ex["input_ids"] for ex in chosen] == [list(ex["input_ids"]) for ex in finance[:n]]
+    lengths = [len(ex["input_ids"]) for ex in finance]
+    assert len(pack_groups(lengths[:n], SEQ)) <= 8 < len(pack_groups(lengths[:n + 1], SEQ))
 
 
 def test_the_skewed_mix_pads_much_more_than_finance_and_packing_removes_it(model_and_tokenizer, finance, skewed):

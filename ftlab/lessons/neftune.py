@@ -10,7 +10,7 @@ with ``L`` the sequence length and ``d`` the hidden size. Why that scale: a unif
 on ``[-m, m]`` has variance ``m**2 / 3``. Summed over the ``L * d`` elements of one sequence's
 embeddings, the noise has squared norm about ``L * d * m**2 / 3 = alpha**2 / 3``. The total
 noise in a sequence is therefore set by ``alpha`` alone, whatever the length or width, and one
-``alpha`` (the paper uses 5, 10 or 15) carries over between models. Per element the noise is
+``alpha`` (the paper explores 5 to 15) carries over between models. Per element the noise is
 small: for d=576 and L=256, alpha=5 gives m = 0.013.
 
 The idea is that the noise stops the model from fitting the exact embeddings of the

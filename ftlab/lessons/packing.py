@@ -9,8 +9,10 @@ Three ways to lay the same tokenized examples out in batches:
   restarting its ``position_ids`` at 0, no attention mask (exactly the rows ``train()``
   builds with ``packing=True``, from :func:`ftlab.setup.data.pack_examples`). transformers reads
   the restarts as sequence boundaries and builds a block-diagonal causal mask, so no
-  example attends to another: every token's loss is what it would be alone. A row still
-  ends in padding where the next example does not fit (examples stay whole and in order).
+  example attends to another: every token's loss is what it would be alone. Rows are
+  filled best-fit decreasing (:func:`ftlab.setup.data.pack_groups`): examples stay whole,
+  longest placed first, each into the row it fills most tightly, which leaves far less
+  padding at the rows' ends than filling them in order.
 * ``naive``: the same rows with one causal mask over the whole row and positions running
   on: every example attends to the ones packed before it. Cheap, and what a row of
   concatenated text gets in pretraining, but the loss of an example now depends on its
@@ -88,9 +90,9 @@ def _tokenized(examples: Sequence[Example], seq_len: int) -> list[dict[str, list
 
 def layout_batches(examples: Sequence[Example], layout: str, batch_size: int, seq_len: int,
                    pad_token_id: int) -> list[Batch]:
-    """Every example exactly once, in order, laid out as ``layout`` in batches of
-    ``batch_size`` examples (``padding``) or of ``batch_size`` rows of ``seq_len`` tokens
-    (``packed``, ``naive``)."""
+    """Every example exactly once, laid out as ``layout`` in batches of ``batch_size``
+    examples in order (``padding``) or of ``batch_size`` rows of ``seq_len`` tokens in the
+    packer's order (``packed``, ``naive``; :func:`ftlab.setup.data.pack_groups`)."""
     if layout not in LAYOUTS:
         raise DataError(f"layout={layout!r} is not a layout; use one of {', '.join(LAYOUTS)}")
     if batch_size < 1:
@@ -125,14 +127,22 @@ def padding_fraction(batches: Sequence[Batch]) -> float:
 
 
 def first_steps(examples: Sequence[Example], steps: int, batch_size: int, seq_len: int) -> list[Example]:
-    """The examples the ``packed`` layout fits into its first ``steps`` batches: measuring
-    every layout on these, they all see the same examples (the ``padding`` layout then needs
-    more, smaller batches for them)."""
+    """The first examples, as many as the ``packed`` layout fits into ``steps`` batches:
+    measuring every layout on these, they all see the same examples (the ``padding`` layout
+    then needs more, smaller batches for them). A prefix, not the first rows of packing
+    them all: best-fit decreasing fills its first rows with the longest examples."""
     if steps < 1:
         raise DataError(f"steps={steps} must be at least 1 (or None for every example)")
     examples = _tokenized(examples, seq_len)
-    groups = pack_groups([len(ex["input_ids"]) for ex in examples], seq_len)
-    return examples[:sum(len(g) for g in groups[:steps * batch_size])]
+    lengths = [len(ex["input_ids"]) for ex in examples]
+    fit, too_many = 1, len(examples) + 1  # a bisection: one example always fits in a row
+    while too_many - fit > 1:
+        n = (fit + too_many) // 2
+        if len(pack_groups(lengths[:n], seq_len)) <= steps * batch_size:
+            fit = n
+        else:
+            too_many = n
+    return examples[:fit]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ That only holds if the key says everything that decides the run, so the key is a
   to RunConfig leaves every existing key, and so every cached run, valid);
 * the bytes of the data it reads (an edited data file is a new experiment);
 * the identity of the model's weights (a rebuilt base model is a new experiment);
+* for a packed run only, the packer's name (:data:`ftlab.setup.data.PACKER`): the same
+  examples packed another way are other rows, while every unpacked run keeps its key;
 * :data:`KEY_VERSION` (bumped only when the meaning of the key itself changes).
 
 The cache is a folder that several processes and people may share (``FTLAB_RUNS`` on a
@@ -32,7 +34,7 @@ from ftlab.config.run_config import RunConfig
 from ftlab.errors import CacheError
 from ftlab.foundation.storage import cache_dir, folder_from_env, move_aside, write_json_atomic
 from ftlab.runs.record import SCHEMA_VERSION, Run, UnknownSchema
-from ftlab.setup.data import data_fingerprint
+from ftlab.setup.data import PACKER, data_fingerprint
 from ftlab.setup.models import model_identity
 
 KEY_VERSION = 1
@@ -52,10 +54,13 @@ def default_folder() -> Path:
 
 
 def run_key(config: RunConfig, data_sha256: str | None, model: str) -> str:
-    """The cache key of a run: 16 hex digits over config, data bytes, model identity and
-    :data:`KEY_VERSION` (see the module docstring for why each is in it)."""
-    canonical = json.dumps({"config": config.hash(), "data": data_sha256, "model": model, "key": KEY_VERSION},
-                           sort_keys=True, separators=(",", ":"))
+    """The cache key of a run: 16 hex digits over config, data bytes, model identity,
+    :data:`KEY_VERSION` and, when it packs, the packer (see the module docstring for why
+    each is in it)."""
+    parts = {"config": config.hash(), "data": data_sha256, "model": model, "key": KEY_VERSION}
+    if config.packing:  # only here, so that no unpacked run's key changes
+        parts["packer"] = PACKER
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
