@@ -52,6 +52,41 @@ def activation_sweep(config: RunConfig, seq_lens: Sequence[int], batch_sizes: Se
     return rows
 
 
+class RecomputeInBackward(torch.autograd.Function):
+    """Checkpointing of one block, by hand: what ``torch.utils.checkpoint`` does, in a few lines.
+
+    The forward runs the block under ``no_grad``, so autograd saves nothing inside it, and
+    keeps only the block's input. The backward runs the block again on that input, this time
+    recording a graph, and pushes the incoming gradient through it. The block's parameters
+    are passed in as inputs so that autograd hands their gradients back. This is the
+    reentrant design (a backward inside the backward); a test checks its gradients against
+    ``torch.utils.checkpoint`` and the plain block.
+    """
+
+    @staticmethod
+    def forward(ctx, block, x, *params):  # type: ignore[override]
+        ctx.block = block
+        ctx.save_for_backward(x)  # the only tensor kept for backward
+        with torch.no_grad():
+            return block(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        x = x.detach().requires_grad_(x.requires_grad)
+        params = list(ctx.block.parameters())
+        with torch.enable_grad():
+            out = ctx.block(x)  # the forward again, now keeping what backward needs
+        wanted = [t for t in (x, *params) if t.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out))
+        return (None, *[next(grads) if t.requires_grad else None for t in (x, *params)])
+
+
+def recompute_in_backward(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` checkpointed by :class:`RecomputeInBackward`."""
+    return RecomputeInBackward.apply(block, x, *block.parameters())
+
+
 def reentrant_trap(seed: int = 0) -> dict[str, float]:
     """The classic LoRA + checkpointing trap, from scratch with ``torch.utils.checkpoint``.
 
