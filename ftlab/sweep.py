@@ -106,6 +106,23 @@ def values(runs: Sequence[Run], key: str = "final_eval_loss") -> list[float]:
     return [float(run.metrics[key]) for run in runs]
 
 
+def early_values(runs: Sequence[Run], steps: int) -> list[float]:
+    """Each run's mean training loss over its first ``steps`` logged steps, in order.
+
+    Where a knob acts on the start of a run (warmup), its effect shows here before the end
+    of the run can hide it; ftlab.stats reads these like :func:`values`.
+    """
+    if steps < 1:
+        raise ValueError(f"steps={steps}: average over at least one step")
+    out = []
+    for run in runs:
+        losses = run.series("loss")[1][:steps]
+        if len(losses) < steps:
+            raise ValueError(f"run {run.label or run.config_hash} logged {len(losses)} training losses, fewer than steps={steps}")
+        out.append(sum(losses) / steps)
+    return out
+
+
 def verdicts(arms_: Mapping[str, Sequence[Run]], baseline: str, key: str = "final_eval_loss", *,
              paired: bool = True) -> dict[str, Comparison]:
     """Every arm of ``arms_`` against the arm named ``baseline`` on metric ``key``, with a

@@ -41,3 +41,20 @@ def test_metric_table_never_cuts_a_label():
     label = "attention dropout 0.1, seed 42"
     table = metric_table([Run(config=RunConfig(), label=label, metrics={"final_eval_loss": 1.5})], keys=("final_eval_loss",))
     assert table.splitlines()[2].startswith(label + " ")
+
+
+def test_early_values_average_the_first_logged_training_losses():
+    import pytest
+    from ftlab.sweep import early_values
+    run = Run(config=RunConfig(), label="r", history=[{"step": s, "loss": l} for s, l in ((1, 4.0), (2, 2.0), (3, 1.0))])
+    assert early_values([run, run], 2) == [3.0, 3.0]
+    with pytest.raises(ValueError, match="logged 3 training losses, fewer than steps=4"):
+        early_values([run], 4)
+    with pytest.raises(ValueError, match="at least one step"):
+        early_values([run], 0)
+
+
+def test_a_config_names_its_loss_unit_like_its_runs():
+    from ftlab.ui.plot import loss_unit
+    assert loss_unit([RunConfig(model="tiny-pretrained")]) == "nats per byte"
+    assert loss_unit([Run(config=RunConfig(model="smollm2-135m"))]) == "nats per token"

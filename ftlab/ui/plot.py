@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ftlab.config.run_config import BYTE_LEVEL_PRESETS
+from ftlab.config.run_config import BYTE_LEVEL_PRESETS, RunConfig
 from ftlab.memory import MEMORY_PARTS, MiB, MemoryBreakdown
 from ftlab.foundation.jupyter import ipython_shell
 from ftlab.runs.record import Run
@@ -112,10 +112,11 @@ def plot_losses(runs: Sequence[Run], ax: Axes | None = None, train: bool = True,
     return fig
 
 
-def loss_unit(runs: Iterable[Run]) -> str:
+def loss_unit(runs: Iterable[Run | RunConfig]) -> str:
     """What one unit of the runs' cross-entropy is: nats per byte for the byte-level presets
-    (each token is one byte), nats per token for every other model. Every loss axis says it."""
-    models = {run.config.model for run in runs}
+    (each token is one byte), nats per token for every other model. Every loss axis says it.
+    Configs may stand in for runs, so a chapter can name its unit before it trains."""
+    models = {getattr(run, "config", run).model for run in runs}
     byte_level = {m in BYTE_LEVEL_PRESETS for m in models}
     if len(byte_level) != 1:
         return "nats per token (per byte for the byte-level models)"
