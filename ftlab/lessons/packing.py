@@ -241,8 +241,9 @@ class Contamination:
     naive: float
     """A and B in one row under one causal mask: B attends to A."""
     restarted: float
-    """A and B in one row with restarted ``position_ids`` (:func:`ftlab.setup.data.pack_examples`):
-    equal to ``alone`` up to float rounding."""
+    """A and B in one row with restarted ``position_ids``, as
+    :func:`ftlab.setup.data.pack_examples` lays a row out: equal to ``alone`` up to float
+    rounding."""
     restarted_with_mask: float
     """The same row plus an all-ones ``attention_mask``: transformers no longer looks for
     the restarts, so B attends to A, with positions that repeat."""
@@ -259,9 +260,10 @@ def contamination(model: torch.nn.Module, a: Example, b: Example) -> Contaminati
     """
     width = len(a["input_ids"]) + len(b["input_ids"])
     a_in, b_in = _tokenized([a, b], width)
-    a_in["labels"] = [-100] * len(a_in["labels"])  # score B only
-    row = pack_examples([a_in, b_in], width, pad_token_id=0)[0]  # exactly full: no padding
-    ids, labels, positions = (torch.tensor([row[k]]) for k in ("input_ids", "labels", "position_ids"))
+    # A then B, written out by hand: the packer would put the longer one first
+    ids = torch.tensor([a_in["input_ids"] + b_in["input_ids"]])
+    labels = torch.tensor([[-100] * len(a_in["labels"]) + b_in["labels"]])  # score B only
+    positions = torch.tensor([list(range(len(a_in["input_ids"]))) + list(range(len(b_in["input_ids"])))])
     was_training = model.training
     model.eval()
     try:
