@@ -11,6 +11,7 @@ breakdown, measure, architecture, activations, predict, fits; the package sits a
 ``ftlab.setup.models`` (predict resolves preset names with it), so ``ftlab.setup.models`` must import
 nothing from ``ftlab.memory``: importing any submodule first runs this file, which imports
 ``predict``.
+:mod:`~ftlab.memory.peak` (the peak of live bytes through a step) imports only ``measure``.
 """
 from ftlab.memory.architecture import Architecture
 from ftlab.memory.breakdown import MEMORY_PARTS, GiB, MemoryBreakdown, MiB
@@ -27,3 +28,7 @@ from ftlab.memory.fits import devices_needed
 from ftlab.memory.predict import STRATEGIES, busiest_rank, communication_bytes, gathered_bytes, shard_rows
 
 __all__ += ["STRATEGIES", "busiest_rank", "communication_bytes", "gathered_bytes", "shard_rows", "devices_needed"]
+
+from ftlab.memory.peak import LiveTensors, StepPeak, measure_step_peak
+
+__all__ += ["LiveTensors", "StepPeak", "measure_step_peak"]
