@@ -53,7 +53,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if run.metrics:
         print("metrics:")
         for key, value in run.metrics.items():
-            print(f"  {key:28s}{cell(value)}")
+            shown = f"{len(value)} rows (in: ftlab runs export --format json)" if isinstance(value, list) else cell(value)
+            print(f"  {key:28s}{shown}")
     if run.evals:
         print("eval loss by step: " + ", ".join(f"{e['step']}: {e['eval_loss']:.4g}" for e in run.evals))
     if run.memory:

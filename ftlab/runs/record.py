@@ -59,6 +59,9 @@ METRICS: dict[str, str] = {
     "diverged": "'non-finite' or 'runaway' when the loss blew up (absent otherwise)",
     "divergence_advice": "what to change when diverged",
     "pruned_step": "the step at which a search's pruner stopped the run",
+    "answer_ece": "expected calibration error of the validation answer tokens, by the weights in 'weights' "
+                  "(ftlab.training.calibration: 10 equal-width confidence bins)",
+    "reliability": "per confidence bin of the validation answer tokens: low, high, tokens, mean confidence, accuracy",
 }
 """Every metric a Run may have, and what it means."""
 

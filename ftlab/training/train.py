@@ -29,6 +29,7 @@ from ftlab.runs.cache import RunCache
 from ftlab.runs.record import TRAIN_LOSS_WINDOW, Run
 from ftlab.setup.data import Data, load_data
 from ftlab.setup.models import check_device, count_parameters, load_model, load_tokenizer
+from ftlab.training.calibration import answer_confidences, expected_calibration_error, reliability
 from ftlab.training.evaluate import score_exact_match
 from ftlab.training.step import Recorder
 from ftlab.version import __version__
@@ -217,8 +218,12 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
 
 
 def _finish(run: Run, model: torch.nn.Module, tokenizer: Any, data: Data) -> None:
-    """Exact match of the weights the run ends with (the restored best under early stopping)."""
+    """Exact match and calibration of the weights the run ends with (the restored best under
+    early stopping)."""
     cfg = run.config
+    if len(data.validation):
+        rows = reliability(*answer_confidences(model, data.validation, data.collator))
+        run.metrics.update(answer_ece=expected_calibration_error(rows), reliability=rows)
     if cfg.exact_match_size:
         score, samples = score_exact_match(model, tokenizer, data.test, cfg.system_prompt, cfg.max_new_tokens)
         run.metrics["exact_match"] = score
