@@ -120,3 +120,15 @@ def test_plot_final_marks_every_seed_and_the_mean_with_its_t_interval():
     bars = [c for c in ax.collections if c.get_segments()]
     assert any(abs(s[0][1] - low) < 1e-9 and abs(s[1][1] - high) < 1e-9 for c in bars for s in c.get_segments())
     assert "nats per token" in ax.get_ylabel() and ax.get_xscale() == "log"
+
+
+def test_reliability_pools_each_arms_seeds_weighted_by_tokens():
+    from ftlab import Run, RunConfig
+    from ftlab.ui.plot import plot_reliability
+    seed = lambda acc: Run(config=RunConfig(), metrics={"reliability": [
+        {"low": 0.5, "high": 0.6, "tokens": 10, "confidence": 0.55, "accuracy": acc},
+        {"low": 0.9, "high": 1.0, "tokens": 30, "confidence": 0.95, "accuracy": 0.9}]})
+    fig = plot_reliability({"a": [seed(0.2), seed(0.6)]})
+    pooled = fig.axes[0].lines[-1].get_xydata().tolist()
+    assert pooled == [[0.55, 0.4], [0.95, 0.9]]
+    assert fig.axes[0].get_xlabel() == "confidence of the top token"

@@ -199,6 +199,30 @@ def plot_final(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: s
     return fig
 
 
+def plot_reliability(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None,
+                     title: str = "Reliability of the answer tokens") -> Figure:
+    """Each arm's accuracy against its confidence, bin by bin (the run metric ``reliability``):
+    every seed as faint dots, the arm's seeds pooled (token-weighted) as a line. A calibrated
+    model lies on the diagonal; below it, the model is surer than it is right."""
+    fig, ax = figure_and_axes(ax)
+    ax.plot([0, 1], [0, 1], ":", color="0.5", label="calibrated")
+    for i, (label, runs) in enumerate(arms.items()):
+        pooled: dict[float, list[float]] = {}
+        for run in runs:
+            rows = run.metrics["reliability"]
+            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o", color=f"C{i % 10}", alpha=0.3, ms=3)
+            for r in rows:
+                n, conf, acc = pooled.setdefault(r["low"], [0.0, 0.0, 0.0])
+                pooled[r["low"]] = [n + r["tokens"], conf + r["tokens"] * r["confidence"], acc + r["tokens"] * r["accuracy"]]
+        bins = [pooled[low] for low in sorted(pooled)]
+        ax.plot([c / n for n, c, _ in bins], [a / n for n, _, a in bins], "o-", color=f"C{i % 10}",
+                label=f"{label} ({len(runs)} seeds pooled)")
+    ax.set(xlabel="confidence of the top token", ylabel="accuracy (top token = label)", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def plot_eval_by_tokens(runs: Sequence[Run], ax: Axes | None = None, title: str = "Eval loss by tokens seen") -> Figure:
     """Eval loss against the real training tokens read so far: runs at different batch sizes
     take different numbers of steps for the same data, so steps would compare unlike things."""
