@@ -167,6 +167,37 @@ def test_an_answer_printed_in_a_saved_playground_above_is_spoiled() -> None:
     assert spoiled_answers({"cells": [question, fresh]}) == []
 
 
+SHOWN_CODE = re.compile(r"print\(code_of\(([\w.]+)\)\)")
+"""How a chapter prints a mechanism: ``print(code_of(name))`` (:mod:`ftlab.ui.source`)."""
+
+
+def _shown_mechanisms() -> dict[str, Any]:
+    """The names chapters print with ``code_of``, as they are bound in the chapters."""
+    from ftlab.lessons import accumulation, checkpointing, lion, neftune, schedules
+    from ftlab.lessons import weight_decay as wd
+    return {"warmup_cosine_lr": schedules.warmup_cosine_lr, "wd.adamw_step": wd.adamw_step,
+            "wd.adam_l2_step": wd.adam_l2_step, "neftune_noise": neftune.neftune_noise,
+            "attach_neftune": neftune.attach_neftune, "lion_step": lion.lion_step,
+            "accumulated_gradients": accumulation.accumulated_gradients,
+            "RecomputeInBackward.forward": checkpointing.RecomputeInBackward.forward,
+            "RecomputeInBackward.backward": checkpointing.RecomputeInBackward.backward}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_a_mechanism_a_chapter_prints_is_the_packages_code_as_it_is_now(path: Path) -> None:
+    """What the learner reads in a chapter's saved output is the function the tests check
+    against the library: an edit to it without re-executing the chapter fails here."""
+    from ftlab.ui.source import code_of
+    known = _shown_mechanisms()
+    for i, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        for name in SHOWN_CODE.findall(_text(cell["source"])):
+            assert name in known, f"{path.name} cell {i} prints code_of({name}): add it to _shown_mechanisms"
+            assert code_of(known[name]) in _output_text(cell, streams=True), (
+                f"{path.name} cell {i}: its printed {name} is not the package's code now; re-execute the chapter")
+
+
 def _notebook(*outputs: dict[str, Any]) -> dict[str, Any]:
     return {"cells": [{"cell_type": "markdown", "source": "Map: 0%| in prose is fine"},
                       {"cell_type": "code", "source": "", "outputs": list(outputs)}]}
