@@ -11,7 +11,7 @@ from ftlab.training.parallel import WORKERS_ENV, default_workers, train_in_worke
 
 def test_workers_default_to_one_per_core_on_cpu_and_to_none_elsewhere(monkeypatch):
     monkeypatch.delenv(WORKERS_ENV, raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("ftlab.training.parallel.usable_cores", lambda: 8)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert default_workers("cpu") == 8
     assert default_workers("ci") == 1  # nbval's own xdist workers already fill the cores

@@ -50,7 +50,17 @@ def default_workers(profile: str) -> int:
         return int(text)
     if profile != "cpu" or torch.cuda.is_available():
         return 1
-    return max(1, os.cpu_count() or 1)
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or a batch
+    system may narrow), not every core of the machine. A JupyterHub that caps a learner's
+    CPU by quota rather than affinity is not seen here: set FTLAB_WORKERS there."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return max(1, os.cpu_count() or 1)
 
 
 def _start_worker(threads: int) -> None:
@@ -81,7 +91,7 @@ def _shared_pool(workers: int) -> ProcessPoolExecutor:
     if _pool is None or _pool_size != workers:
         if _pool is not None:
             _pool.shutdown(cancel_futures=True)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, usable_cores() // workers)
         _pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                     initializer=_start_worker, initargs=(threads,))
         _pool_size = workers
@@ -103,7 +113,7 @@ def train_in_workers(jobs: Sequence[tuple[str, RunConfig]], *, workers: int,
             if retrain or cache.load_completed(cache.key_for(config)[0]) is None]
     if workers < 2 or len(todo) < 2:
         return 0
-    pool = _shared_pool(min(workers, os.cpu_count() or 1))
+    pool = _shared_pool(min(workers, usable_cores()))
     folder = str(runs_dir) if runs_dir is not None else None
     futures: dict[Future[float], str] = {pool.submit(_train_one, config.to_json(), label, folder, retrain): label
                                          for label, config in todo}
