@@ -95,6 +95,8 @@ def test_no_knobs_means_no_published_table():
     assert "Published values" not in md
 
 
-def test_show_takeaway_prints_outside_ipython(capsys):
+def test_show_takeaway_prints_outside_ipython(capsys, monkeypatch):
+    # another test in this process may have started an IPython shell: outside IPython means no shell
+    monkeypatch.setattr("ftlab.lessons.published.ipython_shell", lambda: None)
     show_takeaway(["x"], ["y"], ["warmup_fraction"])
     assert capsys.readouterr().out == takeaway(["x"], ["y"], ["warmup_fraction"]) + "\n"
