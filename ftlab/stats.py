@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
+from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from ftlab.errors import FtlabError
@@ -163,6 +164,20 @@ def noise_band(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     centre = found[0] + np.mean(found - found[0])  # exact for identical values, so their band is the point
     half = student_t.ppf(0.5 + level / 2, len(found) - 1) * np.std(found - found[0], ddof=1) / math.sqrt(len(found))
     return float(centre), float(centre - half), float(centre + half)
+
+
+def proportion_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (``successes`` of ``trials``): exact match
+    on a handful of questions. Chosen over the textbook p ± z·√(p(1−p)/n) because that
+    interval collapses to a point at 0/n and n/n and leaves [0, 1] near them, exactly where
+    small evaluation sets put a model; Wilson's stays inside [0, 1] and covers near its level."""
+    if trials < 1 or not 0 <= successes <= trials:
+        raise StatsError(f"proportion_interval needs 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    z = float(norm.ppf(0.5 + _check_level("confidence", confidence) / 2))
+    p, n = successes / trials, trials
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 class _Intervals(NamedTuple):

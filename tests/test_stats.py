@@ -230,3 +230,15 @@ def test_seeds_needed_is_monotone_and_agrees_with_detectable():
             assert c.detectable_with(n) <= d and (n == 2 or c.detectable_with(n - 1) > d)
         assert c.seeds_needed(1e-6) == SEEDS_CAP
         assert c.seeds_needed(0.05, power=0.95) > c.seeds_needed(0.05)
+
+
+def test_wilson_interval_matches_the_formula_and_stays_inside_zero_one():
+    import pytest
+    from ftlab.stats import StatsError, proportion_interval
+    low, high = proportion_interval(5, 7)
+    assert low == pytest.approx(0.3589, abs=1e-4) and high == pytest.approx(0.9178, abs=1e-4)
+    zero = proportion_interval(0, 6)
+    assert zero[0] == 0.0 and zero[1] == pytest.approx(0.3903, abs=1e-4)  # not a point, unlike p ± z·se
+    assert proportion_interval(6, 6)[1] == 1.0
+    with pytest.raises(StatsError, match="0 <= successes <= trials"):
+        proportion_interval(3, 2)
