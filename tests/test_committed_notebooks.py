@@ -173,7 +173,7 @@ SHOWN_CODE = re.compile(r"print\(code_of\(([\w.]+)\)\)")
 
 def _shown_mechanisms() -> dict[str, Any]:
     """The names chapters print with ``code_of``, as they are bound in the chapters."""
-    from ftlab.lessons import accumulation, checkpointing, halving, lion, neftune, random_search, schedules
+    from ftlab.lessons import accumulation, checkpointing, halving, lion, lora, neftune, quant, random_search, schedules
     from ftlab.lessons import weight_decay as wd
     return {"warmup_cosine_lr": schedules.warmup_cosine_lr, "wd.adamw_step": wd.adamw_step,
             "wd.adam_l2_step": wd.adam_l2_step, "neftune_noise": neftune.neftune_noise,
@@ -181,7 +181,8 @@ def _shown_mechanisms() -> dict[str, Any]:
             "accumulated_gradients": accumulation.accumulated_gradients,
             "RecomputeInBackward.forward": checkpointing.RecomputeInBackward.forward,
             "RecomputeInBackward.backward": checkpointing.RecomputeInBackward.backward,
-            "random_points": random_search.random_points, "asha_stops": halving.asha_stops}
+            "random_points": random_search.random_points, "asha_stops": halving.asha_stops,
+            "lora_forward": lora.lora_forward, "quantize_nf4": quant.quantize_nf4}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -1,0 +1,22 @@
+"""LoRA's forward written by hand is peft's lora.Linear."""
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from ftlab.lessons.lora import lora_forward, lora_update
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_lora_forward_is_pefts_layer(rslora):
+    torch.manual_seed(0)
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(32, 16)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["0"], lora_dropout=0.0, use_rslora=rslora))
+    layer = model.base_model.model[0]
+    torch.nn.init.normal_(layer.lora_B["default"].weight)  # B starts at zero: give the path something to add
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(lora_forward(x, layer.base_layer, A, B, alpha=8, rslora=rslora), layer(x))
+        merged = layer.base_layer.weight + lora_update(A, B, alpha=8, rslora=rslora)
+        torch.testing.assert_close(x @ merged.T + layer.base_layer.bias, layer(x), rtol=1e-5, atol=1e-5)
+    assert torch.linalg.matrix_rank(lora_update(A, B, alpha=8)) <= 4
