@@ -31,13 +31,20 @@ from ftlab.runs.cache import RunCache
 WORKERS_ENV = "FTLAB_WORKERS"
 """Environment variable that sets how many worker processes train a chapter's arms (1 = none)."""
 
+MIN_CORES = 4
+"""Fewest cores on which the ``cpu`` profile trains in workers by default. On 2 cores they
+gained 1.10x in ``benchmarks/workers.py`` and nothing inside chapter 07, and runs that share
+the cores report slower steps than one run alone, which would blur any step-time comparison
+in a chapter; there the runs are trained one after another unless FTLAB_WORKERS says otherwise."""
+
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 
 
 def default_workers(profile: str) -> int:
     """How many worker processes train independent runs: ``FTLAB_WORKERS`` if set, else one
-    per CPU core on the ``cpu`` profile and none (1) elsewhere.
+    per CPU core on the ``cpu`` profile with at least :data:`MIN_CORES` cores, and none (1)
+    elsewhere.
 
     ``ci`` runs chapters on pytest-xdist workers that already fill the cores, and on a GPU
     the runs share one device, where processes would only contend for it.
@@ -48,9 +55,10 @@ def default_workers(profile: str) -> int:
             raise ConfigError(WORKERS_ENV, text, "a whole number of worker processes, 1 or more "
                               "(1 trains every run in this process; environment variable)")
         return int(text)
-    if profile != "cpu" or torch.cuda.is_available():
+    cores = usable_cores()
+    if profile != "cpu" or torch.cuda.is_available() or cores < MIN_CORES:
         return 1
-    return usable_cores()
+    return cores
 
 
 def usable_cores() -> int:
