@@ -190,3 +190,23 @@ def test_tiny_defaults_fit_every_finance_example(tok):
 def test_too_short_max_seq_length_says_how_long_the_prompts_are(tok):
     with pytest.raises(DataError, match=r"max_seq_length=128: the shortest prompt .* is 1\d\d tokens of model 'tiny'"):
         load_data(RunConfig(model="tiny", max_seq_length=128, train_size=50, eval_size=4), tok)
+
+
+def test_a_second_load_reuses_the_encoded_examples_and_gives_the_same_rows(tok, monkeypatch):
+    """Encoding is memoised per process (a chapter loads the same split for every run): the
+    second load encodes nothing and yields the same rows; a different length or system prompt
+    is a different key."""
+    from ftlab.setup import data as data_module
+
+    config = RunConfig(model="tiny", train_size=40, eval_size=8, exact_match_size=4, system_prompt="")
+    data_module._ENCODED.clear()
+    first = load_data(config, tok)
+    calls = []
+    real = data_module.encode_example
+    monkeypatch.setattr(data_module, "encode_example", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = load_data(config, tok)
+    assert calls == [] and list(again.train) == list(first.train) and list(again.validation) == list(first.validation)
+    shorter = load_data(config.replace(max_seq_length=160), tok)
+    assert len(calls) == 48 and max(len(r["input_ids"]) for r in shorter.train) <= 160
+    load_data(config.replace(system_prompt="Be brief."), tok)
+    assert len(calls) == 96

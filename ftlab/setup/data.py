@@ -328,10 +328,31 @@ class Data:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+_ENCODED: dict[tuple, dict[str, list[int]] | None] = {}
+"""Examples already encoded in this process, by tokenizer, template, length and text.
+
+A chapter trains 10-40 runs on the same split, and templating 3,000 examples through the
+chat template took 1.8 s of an 18 s knob run (and most of a 6-step ``ci`` run), each time
+with the same result. The key holds everything :func:`encode_example` reads, so a hit is
+the same ids; the values are never mutated (rows are copied into Arrow by ``Dataset``)."""
+_ENCODED_MAX = 200_000
+
+
+def _tokenizer_key(tokenizer: PreTrainedTokenizerBase) -> tuple:
+    return (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), str(tokenizer.chat_template))
+
+
 def _tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> tuple[list[dict], int]:
     out, dropped = [], 0
+    key = (_tokenizer_key(tokenizer), config.system_prompt, config.max_seq_length)
+    if len(_ENCODED) > _ENCODED_MAX:
+        _ENCODED.clear()
     for row in rows:
-        ex = encode_example(tokenizer, row["prompt"], row["response"], config.system_prompt, config.max_seq_length)
+        text_key = (*key, row["prompt"], row["response"])
+        if text_key not in _ENCODED:
+            _ENCODED[text_key] = encode_example(tokenizer, row["prompt"], row["response"], config.system_prompt,
+                                                config.max_seq_length)
+        ex = _ENCODED[text_key]
         if ex is None:
             dropped += 1
         else:
