@@ -68,10 +68,10 @@ def strip_injected_parameters(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", choices=("ci", "cpu", "gpu"))
-    parser.add_argument("--chapters", nargs="*", help="two-digit chapter numbers (default: all)")
+    parser.add_argument("--chapters", nargs="*", help="chapter numbers as in the file names, 07b too (default: all)")
     parser.add_argument("--in-place", action="store_true", help="overwrite the committed notebooks with the executed ones")
     args = parser.parse_args()
-    chapters = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if not args.chapters or p.name[:2] in args.chapters)
+    chapters = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb") if not args.chapters or p.name.split("_")[0] in args.chapters)
     out = ROOT / "out" / "chapters"
     out.mkdir(parents=True, exist_ok=True)
     result_path = ROOT / "benchmarks" / "results" / f"chapters_{args.profile}.json"

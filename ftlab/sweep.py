@@ -43,6 +43,24 @@ def train_each(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = Fals
 METRIC_KEYS = ("train_loss", "final_eval_loss", "best_eval_loss", "exact_match", "seconds_per_step")
 """The metrics a comparison of runs shows unless told otherwise."""
 
+DERIVED: dict[str, Any] = {
+    "rise_from_best": lambda m: m["final_eval_loss"] - m["best_eval_loss"],
+}
+"""Metrics read from a run's recorded ones rather than recorded themselves: how far the
+validation loss climbed from its lowest point by the end (overfitting's size, chapters 03
+and 04). Derived here, on read, so a notebook never writes into ``run.metrics`` and runs
+already in the cache need no new field."""
+
+
+def metric(run: Run, key: str) -> Any:
+    """``key`` of a run's final metrics, recorded or :data:`DERIVED` (None where it has none)."""
+    if key in DERIVED:
+        try:
+            return DERIVED[key](run.metrics)
+        except (KeyError, TypeError):
+            return None
+    return run.metrics.get(key)
+
 
 def metric_rows(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> list[dict[str, Any]]:
     """One dict per run: ``label`` (its label, else its config hash) and each of ``keys`` from
@@ -51,7 +69,7 @@ def metric_rows(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> list[
     The one place that reads a run into a table row: the text table under a sweep's plot
     and the Playground's HTML table format these same values, so they never disagree.
     """
-    return [{"label": run.label or run.config_hash, **{k: run.metrics.get(k) for k in keys}} for run in runs]
+    return [{"label": run.label or run.config_hash, **{k: metric(run, k) for k in keys}} for run in runs]
 
 
 def metric_table(runs: Sequence[Run], keys: Sequence[str] = METRIC_KEYS) -> str:
@@ -99,11 +117,14 @@ def arms(configs: Sequence[tuple[str, RunConfig]], seeds: Sequence[int], *, retr
 
 
 def values(runs: Sequence[Run], key: str = "final_eval_loss") -> list[float]:
-    """``key`` of each run's final metrics, in order: an arm as ftlab.stats reads it."""
-    missing = [run.label or run.config_hash for run in runs if key not in run.metrics]
+    """``key`` of each run's final metrics (recorded or :data:`DERIVED`), in order: an arm as
+    ftlab.stats reads it."""
+    found = [metric(run, key) for run in runs]
+    missing = [run.label or run.config_hash for run, v in zip(runs, found) if v is None]
     if missing:
-        raise KeyError(f"metric {key!r} is missing from runs {missing}; see ftlab.runs.record.METRICS for the names")
-    return [float(run.metrics[key]) for run in runs]
+        raise KeyError(f"metric {key!r} is missing from runs {missing}; see ftlab.runs.record.METRICS "
+                       f"(and ftlab.sweep.DERIVED) for the names")
+    return [float(v) for v in found]
 
 
 def early_values(runs: Sequence[Run], steps: int) -> list[float]:

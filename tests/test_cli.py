@@ -316,3 +316,14 @@ def test_make_trust_signs_the_notebooks(tmp_path):
     _make("trust", f"NOTEBOOKS={folder}", env={**os.environ, "JUPYTER_DATA_DIR": str(data)})
     assert NotebookNotary(data_dir=str(data)).check_signature(nbformat.read(path, as_version=4))
     assert (folder / "00_setup_and_tour.ipynb").read_bytes() == before, "trust never edits a notebook"
+
+
+def test_a_lettered_chapter_is_a_chapter_of_its_own(tmp_path):
+    """Chapter 07b (batch, epochs, packing) sits after 07 and is chosen by its own name."""
+    from ftlab.cli.prepare import chapter_notebooks
+    for name in ("07_optimizers", "07b_batch_epochs_packing", "08_search", "notes"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    assert [p.stem for p in chapter_notebooks(tmp_path, None)] == ["07_optimizers", "07b_batch_epochs_packing", "08_search"]
+    assert [p.stem for p in chapter_notebooks(tmp_path, ["07"])] == ["07_optimizers"]
+    assert [p.stem for p in chapter_notebooks(tmp_path, ["07b"])] == ["07b_batch_epochs_packing"]
+    assert [p.stem for p in chapter_notebooks(tmp_path, ["7"])] == ["07_optimizers"]

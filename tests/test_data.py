@@ -210,3 +210,15 @@ def test_a_second_load_reuses_the_encoded_examples_and_gives_the_same_rows(tok, 
     assert len(calls) == 48 and max(len(r["input_ids"]) for r in shorter.train) <= 160
     load_data(config.replace(system_prompt="Be brief."), tok)
     assert len(calls) == 96
+
+
+def test_a_data_file_edited_between_runs_is_read_again(tmp_path, tok):
+    """Raw splits are kept per process by the files' bytes: an edit is seen at once."""
+    path = _write(tmp_path / "d.jsonl", [json.dumps({"prompt": f"q{i}", "response": f"a{i}"}) for i in range(30)])
+    config = RunConfig(model="tiny", dataset=str(path), eval_size=4, exact_match_size=4, system_prompt="")
+    first = load_data(config, tok)
+    assert load_data(config, tok).raw is first.raw  # read once
+    _write(path, [json.dumps({"prompt": f"new{i}", "response": f"b{i}"}) for i in range(30)])
+    edited = load_data(config, tok)
+    assert edited.raw is not first.raw
+    assert all(r["prompt"].startswith("new") for split in edited.raw.values() for r in split)

@@ -58,3 +58,17 @@ def test_a_config_names_its_loss_unit_like_its_runs():
     from ftlab.ui.plot import loss_unit
     assert loss_unit([RunConfig(model="tiny-pretrained")]) == "nats per byte"
     assert loss_unit([Run(config=RunConfig(model="smollm2-135m"))]) == "nats per token"
+
+
+def test_rise_from_best_is_derived_on_read_and_never_written_into_a_run():
+    import pytest
+    from ftlab.sweep import values, verdicts
+    runs = [Run(config=RunConfig(seed=s), label=f"r{s}", metrics={"final_eval_loss": f, "best_eval_loss": b})
+            for s, f, b in ((42, 1.5, 1.25), (43, 1.4, 1.4), (44, 2.0, 1.0))]
+    assert values(runs, "rise_from_best") == [0.25, 0.0, 1.0]
+    assert all("rise_from_best" not in r.metrics for r in runs)
+    assert metric_rows(runs[:1], keys=("rise_from_best",)) == [{"label": "r42", "rise_from_best": 0.25}]
+    found = verdicts({"a": runs, "b": runs}, "a", key="rise_from_best")
+    assert found["b"].difference == 0.0
+    with pytest.raises(KeyError, match="'rise_from_best' is missing"):
+        values([Run(config=RunConfig(), metrics={"final_eval_loss": 1.0})], "rise_from_best")

@@ -39,9 +39,9 @@ def default_notebooks() -> Path:
 
 
 def chapter_notebooks(folder: Path, wanted: Sequence[str] | None) -> list[Path]:
-    """The chapter notebooks (``NN_name.ipynb``) in ``folder``, all or those whose number or
+    """The chapter notebooks (``NN_name.ipynb``, ``NNb_name.ipynb``) in ``folder``, all or those whose number or
     name is in ``wanted`` ('1', '01' and '01_first_finetune' name the same chapter)."""
-    found = sorted(folder.glob("[0-9][0-9]_*.ipynb")) if folder.is_dir() else []
+    found = sorted(folder.glob("[0-9][0-9]*_*.ipynb")) if folder.is_dir() else []
     if not found:
         raise CliError(f"no chapter notebooks (NN_name.ipynb) in {folder}; run ftlab prepare from a clone of the "
                        f"workbook (cd into it)")

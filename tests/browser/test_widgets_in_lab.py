@@ -120,6 +120,66 @@ def test_committed_chapter_shows_pictures(page, lab, timings, chapter, view):
     timings.record(page.name, open_s=seconds, widget_cells=widget_cells)
 
 
+# --- 1b. exercises a learner cannot spoil -----------------------------------------------------------
+
+
+ANSWER_FIGURE = re.compile(r"(?<![\d.])\d+\.\d{3,}(?![\d])")
+"""A computed figure as chapters print them (the same rule as tests/test_committed_notebooks.py)."""
+
+VISIBLE_OUTPUT_TEXT = """n => {
+    const text = el => {
+        if (el.nodeType === Node.TEXT_NODE) return el.textContent;
+        if (el.nodeType !== Node.ELEMENT_NODE) return '';
+        const style = getComputedStyle(el);
+        if (style.display === 'none' || style.visibility === 'hidden') return '';
+        return [...el.childNodes].map(text).join('');
+    };
+    const cells = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')];
+    return cells.slice(0, n + 1).map(c => [...c.querySelectorAll('.jp-Cell-outputWrapper')].map(text).join('\\n'));
+}"""
+"""The output text a reader can see in each cell up to cell ``n``: hidden elements (a collapsed
+output area is kept in the page with display: none) do not count."""
+
+
+def _answer_cells(cells: list[dict]) -> list[int]:
+    return [i for i, c in enumerate(cells) if c["cell_type"] == "code"
+            and c.get("metadata", {}).get("jupyter", {}).get("source_hidden")]
+
+
+def _printed(cell: dict) -> str:
+    return "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+ANSWER_CHAPTERS = [p.name for p in sorted(NOTEBOOKS.glob("[0-9]*.ipynb")) if _answer_cells(json.loads(p.read_text())["cells"])]
+
+
+@pytest.mark.parametrize("view, chapter", [("committed", c) for c in ANSWER_CHAPTERS]
+                         + [("trusted", c) for c in TRUSTED if c in ANSWER_CHAPTERS],
+                         ids=[f"committed-{c[:3].rstrip('_')}" for c in ANSWER_CHAPTERS]
+                         + [f"trusted-{c[:3].rstrip('_')}" for c in TRUSTED if c in ANSWER_CHAPTERS])
+def test_answers_open_collapsed_and_nothing_above_a_question_gives_one_away(page, lab, view, chapter):
+    """Opened as a learner opens it (untrusted from a clone; trusted after ``make setup``): every
+    answer cell shows only its two collapsed bars, and no figure an answer computes is readable
+    in any output above it (a saved Playground, a table) unless the chapter printed it itself."""
+    p = page.page
+    lp.open_notebook(p, lab, f"{view}/{chapter}", page.name)
+    saved = json.loads((NOTEBOOKS / chapter).read_text())["cells"]
+    dom = p.locator(".jp-NotebookPanel .jp-Cell")
+    for i in _answer_cells(saved):
+        cell = dom.nth(i)
+        lp.show(cell)
+        assert cell.locator(".jp-InputPlaceholder").count() == 1, f"{chapter} cell {i}: the answer's code is open"
+        assert cell.locator(".jp-OutputPlaceholder").count() == 1, f"{chapter} cell {i}: the answer's output is open"
+        earlier = "".join(_printed(c) for c in saved[:i])
+        figures = {f for f in ANSWER_FIGURE.findall(_printed(saved[i])) if f not in earlier}
+        seen = p.evaluate(VISIBLE_OUTPUT_TEXT, i)
+        assert [f for f in figures if f in seen[i]] == [], f"{chapter} cell {i}: the collapsed answer shows its figures"
+        above = "\n".join(seen[:i])
+        assert [f for f in figures if f in above] == [], f"{chapter} cell {i}: its answer can be read above it"
+    page.screenshot()
+    assert page.console_errors == []
+
+
 # --- 2. the Playground after Run All ---------------------------------------------------------------------
 
 
