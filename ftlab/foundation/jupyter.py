@@ -46,6 +46,8 @@ def quiet_libraries() -> None:
     lines do not show. That includes bitsandbytes' warning, on CPUs with AVX512-BF16, that it
     could not fetch a faster 4-bit kernel from the Hub (the ``kernels`` package, which downloads
     code at run time): it falls back to its own kernel, which is what every other CPU runs.
+    From ``kernels`` 0.19 the same attempt also logs, offline, that it skipped the Hub's
+    publisher check: the ``kernels`` logger is quieted for the same reason.
     """
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
@@ -53,3 +55,4 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # set before bitsandbytes is imported too
+    logging.getLogger("kernels").setLevel(logging.ERROR)
