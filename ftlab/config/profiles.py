@@ -38,13 +38,17 @@ class Workload:
 
 
 WORKLOADS: dict[str, Workload] = {
-    "ci": Workload("ci", max_steps=6, per_device_train_batch_size=4, max_seq_length=96,
+    "ci": Workload("ci", max_steps=6, per_device_train_batch_size=4, max_seq_length=128,
                    eval_steps=3, eval_size=8, exact_match_size=8),
-    "cpu": Workload("cpu", max_steps=48, per_device_train_batch_size=4, max_seq_length=96,
+    "cpu": Workload("cpu", max_steps=48, per_device_train_batch_size=4, max_seq_length=128,
                     eval_steps=12, eval_size=48, exact_match_size=48),
     "gpu": Workload("gpu", max_steps=400, per_device_train_batch_size=16, max_seq_length=128,
                     eval_steps=50, eval_size=300, exact_match_size=300),
 }
+"""``max_seq_length`` is 128 on every profile so that SmolLM2 sees every finance example whole
+with the default system prompt (the longest is 104 tokens; chapter 00 counts it): at 96, 258
+of the 3000 training examples were cut without a warning, 157 of them inside the answer.
+The knob chapters' byte-level model sets its own (:func:`knob_config`)."""
 
 
 def profile_name(env: Mapping[str, str] | None = None, caps: Capabilities | None = None) -> str:
