@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from ftlab.training.train import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def run_chapter(notebook: Path, output: Path, profile: str) -> float:
@@ -62,7 +65,31 @@ def strip_injected_parameters(path: Path) -> None:
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     for key in ("input_path", "output_path"):
         nb.metadata.get("papermill", {}).pop(key, None)
+    drop_orphan_widget_state(nb)
     nbformat.write(nb, path)
+
+
+def drop_orphan_widget_state(nb: nbformat.NotebookNode) -> None:
+    """Keep only the saved widget models that a displayed widget uses, directly or through
+    another model. papermill carries the input notebook's widget state over to the output,
+    so the state of widgets from earlier executions (a progress bar of a run the chapter no
+    longer makes) would otherwise pile up in the file and show, trusted, in JupyterLab."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state")
+    if state is None:
+        return
+    stack = [o["data"][WIDGET_VIEW]["model_id"] for c in nb.cells for o in c.get("outputs", [])
+             if WIDGET_VIEW in o.get("data", {})]
+    kept: set[str] = set()
+    while stack:
+        model = stack.pop()
+        if model in kept or model not in state:
+            continue
+        kept.add(model)
+        stack += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model]))
+    for model in set(state) - kept:
+        del state[model]
+    if not state:
+        del nb.metadata["widgets"]
 
 
 def main() -> None:

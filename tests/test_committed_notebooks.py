@@ -104,6 +104,118 @@ def test_committed_notebook_metadata_names_no_machine_folder(path: Path) -> None
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_committed_outputs_name_no_machine_folder(path: Path) -> None:
+    """A warning printed with its file (``/work/.../ftlab/sweep.py:40: UserWarning``) or a
+    cache folder in a printed path tells a reader about the machine that ran the chapter."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    def text(output: dict[str, Any]) -> str:  # pictures are base64, where any five characters may turn up
+        data = {k: v for k, v in output.get("data", {}).items() if k.startswith("text/")}
+        return json.dumps([output.get("text", ""), data, output.get("evalue", ""), output.get("traceback", [])])
+    found = [(i, folder) for i, c in enumerate(cells) for o in c.get("outputs", []) for folder in MACHINE_PATHS
+             if folder in text(o)]
+    assert not found, f"{path.name}: outputs name machine folders (cell, folder): {found}"
+
+
+# --- order, widget state and pictures, as a reader finds them ------------------------------------------
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_execution_counts_run_in_order(path: Path) -> None:
+    """A chapter executed top to bottom numbers its cells 1, 2, 3...: a count out of order
+    means a cell was run again by hand, and its output may not follow from the ones above."""
+    counts = [c.get("execution_count") for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+              if c["cell_type"] == "code"]
+    run = [n for n in counts if n is not None]
+    assert run == sorted(set(run)), f"{path.name}: execution counts {run}"
+
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def orphan_widget_models(nb: dict[str, Any]) -> set[str]:
+    """Widget models saved in the notebook's metadata that no displayed widget uses, directly
+    or through another model (a leftover progress bar's state): they weigh in the file and,
+    trusted, describe something nowhere on the page."""
+    state = nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    stack = [o["data"][WIDGET_VIEW]["model_id"] for c in nb.get("cells", []) for o in c.get("outputs", [])
+             if WIDGET_VIEW in o.get("data", {})]
+    reached: set[str] = set()
+    while stack:
+        model = stack.pop()
+        if model in reached or model not in state:
+            continue
+        reached.add(model)
+        stack += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model]))
+    return set(state) - reached
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_saved_widget_state_is_only_for_widgets_on_show(path: Path) -> None:
+    orphans = orphan_widget_models(json.loads(path.read_text(encoding="utf-8")))
+    assert not orphans, f"{path.name}: {len(orphans)} saved widget models belong to no displayed widget"
+
+
+def test_a_leftover_progress_bar_model_is_an_orphan() -> None:
+    view = {"output_type": "display_data", "metadata": {}, "data": {WIDGET_VIEW: {"model_id": "aa", "version_major": 2}}}
+    state = {"aa": {"state": {"layout": "IPY_MODEL_bb"}}, "bb": {"state": {}}, "cc": {"state": {"children": ["IPY_MODEL_dd"]}},
+             "dd": {"state": {}}}
+    nb = {"metadata": {"widgets": {WIDGET_STATE: {"state": state}}}, "cells": [{"cell_type": "code", "outputs": [view]}]}
+    assert orphan_widget_models(nb) == {"cc", "dd"}
+
+
+def _pictures(cell: dict[str, Any]) -> list[str]:
+    return [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_no_cell_shows_the_same_picture_twice(path: Path) -> None:
+    """A figure pyplot keeps open is shown once by pyplot and once as the cell's result."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    twice = [i for i, c in enumerate(cells) if len(set(_pictures(c))) < len(_pictures(c))]
+    assert not twice, f"{path.name}: cells {twice} show one picture twice"
+
+
+GGPLOT_GREY = (229, 229, 229)
+"""The axes background of matplotlib's ggplot style, which Optuna's matplotlib plots switch
+pyplot to (``plt.style.use("ggplot")``) for every figure drawn after them."""
+
+
+def ggplot_styled(png: str) -> bool:
+    """Whether a saved picture has ggplot's grey axes background (more than a tenth of its pixels)."""
+    import io
+    import numpy as np
+    from matplotlib import image
+    pixels = (image.imread(io.BytesIO(base64.b64decode(png)), format="png")[..., :3] * 255).round()
+    return float(np.all(np.abs(pixels - GGPLOT_GREY) <= 1, axis=-1).mean()) > 0.1
+
+
+def test_the_ggplot_detector_tells_the_two_styles_apart() -> None:
+    import io
+    from matplotlib import pyplot as plt
+    pictures = {}
+    for style in ("ggplot", "default"):
+        with plt.style.context(style):
+            fig, ax = plt.subplots(figsize=(3, 2))
+            ax.plot([0, 1], [1, 0])
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png")
+            plt.close(fig)
+        pictures[style] = base64.b64encode(buffer.getvalue()).decode()
+    assert ggplot_styled(pictures["ggplot"]) and not ggplot_styled(pictures["default"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_no_style_leaks_into_the_plots_after_an_optuna_plot(path: Path) -> None:
+    """Only a cell that draws with ``optuna.visualization.matplotlib`` may look like ggplot."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    leaked = [i for i, c in enumerate(cells) if c["cell_type"] == "code"
+              and "optuna.visualization.matplotlib" not in "".join(c["source"])
+              and any(ggplot_styled(png) for png in _pictures(c))]
+    assert not leaked, f"{path.name}: cells {leaked} are drawn in Optuna's ggplot style"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_an_answer_cell_hides_its_output_as_well_as_its_code(path: Path) -> None:
     """An exercise's answer cell is collapsed; if only its code were hidden, its printed
     answer would stand right under the question."""
