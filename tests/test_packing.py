@@ -1,4 +1,4 @@
-"""Chapter 07's packing lesson: the layouts hold the same tokens, restarted positions keep
+"""Chapter 07b's packing lesson: the layouts hold the same tokens, restarted positions keep
 packed examples apart (naive packing does not), and the skewed mix is where padding wastes."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Padding, packing and naive packing, measured side by side (chapter 07).
+"""Padding, packing and naive packing, measured side by side (chapter 07b).
 
 Three ways to lay the same tokenized examples out in batches:
 

@@ -1,4 +1,4 @@
-"""A length-skewed mix of the finance data: where packing pays (chapter 07).
+"""A length-skewed mix of the finance data: where packing pays (chapter 07b).
 
 The shipped finance examples are all of a similar length (64-180 bytes with the byte-level
 presets), so a batch padded to its longest example wastes little, and packing gains only
