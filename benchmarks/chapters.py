@@ -105,8 +105,11 @@ def main() -> None:
     # a run over some chapters updates their rows and keeps the others'
     minutes: dict[str, float] = json.loads(result_path.read_text())["minutes"] if result_path.is_file() else {}
     for notebook in chapters:
-        target = notebook if args.in_place else out / notebook.name
-        seconds = run_chapter(notebook, target, args.profile)
+        # executed into out/ first: a chapter that fails must not overwrite the committed notebook
+        # with papermill's error banner and its injected parameters
+        seconds = run_chapter(notebook, out / notebook.name, args.profile)
+        if args.in_place:
+            os.replace(out / notebook.name, notebook)
         minutes[notebook.stem] = round(seconds / 60, 2)
         print(f"{notebook.stem:50s} {minutes[notebook.stem]:5.2f} min", flush=True)
     write_json_atomic(result_path, {"profile": args.profile, "minutes": dict(sorted(minutes.items())), "budget_minutes": 5,

@@ -204,6 +204,10 @@ def test_fits_table(env):
     rows = {(line.split()[0], line.split()[2]): line.split()[-2:] for line in lines[2:8]}
     assert rows[("0.5B", "qlora")] == ["yes", "yes"] and rows[("70B", "full")] == ["-", "-"]
     assert rows[("70B", "qlora")] == ["-", "yes"]
+    assert lines[-1].startswith("assumed: fp32 weights, as ftlab loads them")
+    bf16 = ftlab("fits", "--models", "8B", "--gpus", "24", "--weights", "bfloat16", env=env)
+    by_method = {line.split()[2]: line.split()[-1] for line in bf16.stdout.splitlines()[2:5]}
+    assert by_method == {"full": "-", "lora": "yes", "qlora": "yes"} and "assumed: bf16 weights" in bf16.stdout
 
 
 # --- prepare -------------------------------------------------------------------------------------

@@ -244,8 +244,21 @@ def test_fits_table_sanity():
     # checkpointing shrinks the saved activations of the same step
     no_ckpt = {(r["model"], r["method"]): r for r in fits_table(model_sizes=("8B",), gradient_checkpointing=False)}
     assert no_ckpt["8B", "lora"]["activations"] > 5 * by["8B", "lora"]["activations"]
-    # a well-known data point: 7-8B LoRA in bf16 needs a 24 GiB card, QLoRA fits 16 GiB
-    assert by["8B", "qlora"]["fits_16GiB"] and not by["8B", "lora"]["fits_16GiB"] and by["8B", "lora"]["fits_24GiB"]
+    # fp32 weights, as ftlab loads them: a full fine-tune holds 16 bytes a parameter before activations, so an
+    # 8B LoRA's frozen fp32 base alone outgrows a 24 GiB card
+    for size in sizes:
+        r, n = by[size, "full"], MODEL_SIZES[size].parameter_count()
+        assert r["weights"] + r["gradients"] + r["optimizer"] == 16 * n and r["weights"] == 4 * n
+    assert not by["8B", "lora"]["fits_24GiB"] and by["8B", "lora"]["fits_80GiB"] and by["8B", "qlora"]["fits_16GiB"]
+    # a model loaded in bf16 (12 bytes a parameter, fp32 moments): the well-known data point, 7-8B LoRA needs a
+    # 24 GiB card and QLoRA fits 16 GiB
+    bf16 = {(r["model"], r["method"]): r for r in fits_table(model_sizes=sizes, weights="bfloat16")}
+    for size in sizes:
+        r, n = bf16[size, "full"], MODEL_SIZES[size].parameter_count()
+        assert r["weights"] + r["gradients"] + r["optimizer"] == 12 * n and r["total"] < by[size, "full"]["total"]
+    assert bf16["8B", "qlora"]["fits_16GiB"] and not bf16["8B", "lora"]["fits_16GiB"] and bf16["8B", "lora"]["fits_24GiB"]
+    with pytest.raises(ValueError, match=r"weights='fp16'"):
+        fits_table(weights="fp16")
 
 
 def test_architecture_from_qwen2_config_has_qkv_bias():

@@ -6,13 +6,13 @@ import ipywidgets
 import pytest
 from transformers import TrainerCallback
 
-from ftlab import ConfigError, MemoryBreakdown, Run
+from ftlab import ConfigError, MemoryBreakdown, Run, RunConfig
 from ftlab.errors import ArgumentError
 from ftlab.runs.cache import RunCache
 from ftlab import sweep as sweep_module
 from ftlab.setup.data import data_fingerprint
-from ftlab.memory import estimate
 from ftlab.sweep import metric_rows
+from ftlab.memory import assumptions, fits_table, gpu_need
 from ftlab.ui.widgets import PANELS, Dropdown, LogSlider, MemoryPredictor, Playground, Slider, Toggle
 from ftlab.ui.widgets import playground as playground_module
 from ftlab.ui.widgets.memory_predictor import CONTROL_WIDTH
@@ -85,7 +85,8 @@ def test_display_is_headless_safe(tiny_config, tmp_path):
 def test_memory_predictor_display_has_a_static_fallback():
     m = MemoryPredictor()
     text = assert_static_fallback(m._repr_mimebundle_(), [m.image])
-    assert text.startswith("MemoryPredictor: smollm2-135m lora, batch 4 x 512 tokens: ") and "GiB predicted" in text
+    assert text.startswith("MemoryPredictor: smollm2-135m lora, batch 4 x 512 tokens, fp32 weights: ")
+    assert "GiB on one GPU" in text
     m.method.value = "full"
     assert m._repr_mimebundle_()["text/plain"].startswith("MemoryPredictor: smollm2-135m full")
 
@@ -219,7 +220,8 @@ def test_interrupted_run_is_kept(small, tmp_path):
 def test_memory_predictor_updates_with_its_controls():
     m = MemoryPredictor()
     first = m.summary.value
-    assert m.predict().total == estimate(m.config(), seq_len=m.seq_len.value).total
+    assert m.need() == gpu_need(m.config(), seq_len=m.seq_len.value)
+    assert m.predict().total == m.need()["total"] - m.need()["transient"]
     m.checkpointing.value = True
     assert m.summary.value != first and "GiB" in m.summary.value
     m.model.value, m.method.value = "7B", "lora"
@@ -345,3 +347,40 @@ def test_epochs_knob_sets_steps_from_the_split_and_the_batch(tiny_config, tmp_pa
     assert pg.label == "3 epochs, bs=16"
     with pytest.raises(ConfigError, match="train_size"):
         Playground(tiny_config, [Epochs(1, 8)], runs_dir=tmp_path)
+
+
+@pytest.mark.parametrize("weights", ["float32", "bfloat16"])
+def test_the_predictor_and_the_fits_table_give_one_answer(weights):
+    """Issue 22: the widget said 30.5 GiB for a 7B LoRA where the fits table said 18.8. Both now
+    use one accounting (gpu_need of method_config), so the same settings give the same bytes."""
+    m = MemoryPredictor()
+    m.model.value, m.batch.value, m.seq_len.value, m.checkpointing.value = "7B", 1, 2048, True
+    m.weights.value = weights
+    for method in ("full", "lora", "qlora"):
+        m.method.value = method
+        [row] = fits_table(model_sizes=("7B",), methods=(method,), weights=weights)
+        assert m.need()["total"] == row["total"], (method, weights)
+        assert (f"{'fits' if row['fits_24GiB'] else 'does not fit'} a 24 GiB card") in m.summary.value
+    assert assumptions(weights) in m.summary.value  # the assumptions are printed where the answer is
+
+
+def test_the_predictor_defaults_are_what_ftlab_trains():
+    """Its LoRA is RunConfig's (rank, modules), its weights fp32 as load_model loads them."""
+    m = MemoryPredictor()
+    config, default = m.config(), RunConfig()
+    assert (config.lora_r, config.lora_target_modules) == (default.lora_r, default.lora_target_modules)
+    assert m.weights.value == "float32" and config.bf16
+
+
+def test_the_predictor_sizes_a_data_parallel_group_as_the_fits_table_does():
+    """Issue 24: the widget gains a devices dimension, with the fits table's per-GPU accounting;
+    a combination ftlab cannot predict is said in the summary, not raised into the notebook."""
+    m = MemoryPredictor()
+    m.model.value, m.batch.value, m.seq_len.value, m.checkpointing.value = "7B", 1, 2048, True
+    m.method.value, m.devices.value, m.strategy.value, m.gpu.value = "full", 8, "fsdp", 80
+    [row] = fits_table(model_sizes=("7B",), methods=("full",), devices=8, strategy="fsdp")
+    assert m.need()["total"] == row["total"] and m.need()["gathered"] > 0
+    assert "on each of 8 GPUs (fsdp, the busiest)" in m.summary.value and "an 80 GiB card" in m.summary.value
+    m.method.value = "qlora"  # a sharded 4-bit base is not predicted
+    assert m.summary.value.startswith("<b>Not predicted:</b>") and "zero1" in m.summary.value
+    assert "not predicted" in repr(m)

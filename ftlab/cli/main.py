@@ -28,6 +28,7 @@ from typing import Sequence
 from ftlab.cli.common import CliError, run_steps, size, table
 from ftlab.config.run_config import OPTIMIZERS, RunConfig
 from ftlab.errors import ConfigFileError, FtlabError
+from ftlab.memory.fits import WEIGHTS, assumptions
 from ftlab.memory import (MODEL_SIZES, STRATEGIES, busiest_rank, communication_bytes, devices_needed, estimate,
                           fits_table, gathered_bytes, model_architecture, setup_for)
 from ftlab.setup.models import PRESETS, resolve_model
@@ -89,7 +90,8 @@ def cmd_fits(args: argparse.Namespace) -> int:
     if args.devices_needed:
         return _print_devices_needed(args)
     rows = fits_table(model_sizes=args.models, gpus_gib=args.gpus, batch=args.batch, seq_len=args.seq,
-                      gradient_checkpointing=not args.no_checkpointing, devices=args.devices, strategy=args.strategy)
+                      gradient_checkpointing=not args.no_checkpointing, devices=args.devices, strategy=args.strategy,
+                      weights=args.weights)
     header = ["model", "source", "method", "total GiB"] + [f"{g} GiB" for g in args.gpus]
     body = [[r["model"], r["source"], r["method"], r["total_gib"]] + [r[f"fits_{g}GiB"] for g in args.gpus] for r in rows]
     per_gpu = (f" on each of {args.devices} GPUs with {args.strategy} (the busiest one)"
@@ -97,14 +99,13 @@ def cmd_fits(args: argparse.Namespace) -> int:
     print(f"what fits: one step of batch {args.batch} x {args.seq} tokens{per_gpu}, "
           f"{'with' if not args.no_checkpointing else 'without'} gradient checkpointing, 10% of each card kept free")
     print(table(body, header))
-    print("full = bf16 weights + gradients, fp32 AdamW moments; lora = bf16 base + fp32 r=16 adapters on every "
-          "linear layer; qlora = the same on an NF4 base (ftlab.memory.fits)")
+    print(f"assumed: {assumptions(args.weights)} (ftlab.memory.fits; the MemoryPredictor widget uses the same)")
     return 0
 
 
 def _print_devices_needed(args: argparse.Namespace) -> int:
     rows = devices_needed(model_sizes=args.models, gpus_gib=args.gpus, batch=args.batch, seq_len=args.seq,
-                          gradient_checkpointing=not args.no_checkpointing)
+                          gradient_checkpointing=not args.no_checkpointing, weights=args.weights)
     header = ["model", "GPU GiB"] + [f"full {s}" for s in STRATEGIES] + ["LoRA on 1", "QLoRA on 1", "fewest GPUs"]
     body = [[r["model"], r["gpu_gib"]] + [r[f"full_{s}"] for s in STRATEGIES] + [r["lora_on_one"], r["qlora_on_one"],
                                                                                   r["answer"]] for r in rows]
@@ -113,6 +114,7 @@ def _print_devices_needed(args: argparse.Namespace) -> int:
     print(table(body, header))
     print("sharding divides weights, gradients and optimizer state, never the activations or the gathered layers "
           "(ftlab.memory.fits.devices_needed)")
+    print(f"assumed: {assumptions(args.weights)}")
     return 0
 
 
@@ -222,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--gpus", type=int, nargs="+", default=[16, 24, 48, 80], metavar="GIB")
     f.add_argument("--models", nargs="+", choices=list(MODEL_SIZES), default=list(MODEL_SIZES), metavar="SIZE")
     f.add_argument("--no-checkpointing", action="store_true")
+    f.add_argument("--weights", choices=tuple(WEIGHTS), default="float32",
+                   help="how the unquantized weights are stored: float32, as ftlab loads them (default), or bfloat16")
     f.add_argument("--devices", type=int, default=1, help="GPUs training together, each on --batch (default 1)")
     f.add_argument("--strategy", choices=tuple(STRATEGIES), default="ddp", help="how they split the model (default ddp)")
     f.add_argument("--devices-needed", action="store_true",

@@ -14,10 +14,13 @@ import functools
 from dataclasses import replace
 from typing import Any, Iterable
 
+from ftlab.config.run_config import RunConfig
+from ftlab.errors import ArgumentError
 from ftlab.memory.activations import activation_parts
-from ftlab.memory.architecture import Architecture, Setup, resolve_lora_targets
+from ftlab.memory.architecture import Architecture, Setup
 from ftlab.memory.breakdown import GiB
-from ftlab.memory.predict import SHARDED, STRATEGIES, breakdown, busiest_rank, check_strategy, gathered_bytes
+from ftlab.memory.predict import (SHARDED, STRATEGIES, breakdown, busiest_rank, check_strategy, gathered_bytes,
+                                  model_architecture, setup_for)
 
 MODEL_SIZES: dict[str, Architecture] = {
     # Qwen/Qwen2.5-0.5B config.json
@@ -48,37 +51,57 @@ HEADROOM = 0.10
 """Fraction of a GPU's memory kept free for the CUDA context (~0.5 GiB), cuBLAS workspaces,
 the caching allocator's fragmentation and small buffers nobody counts."""
 
-FITS_LORA_R = 16
-FITS_LORA_TARGETS = "all-linear"
-FITS_LORA_DROPOUT = 0.05
+METHODS = ("full", "lora", "qlora")
+
+WEIGHTS: dict[str, str] = {
+    "float32": "fp32 weights, as ftlab loads them: Trainer's bf16=True computes in bf16 and keeps the weights, "
+               "their gradients and AdamW's moments in fp32 (4 + 4 + 8 = 16 bytes a trained parameter, the fp32 "
+               "weights are the master copy)",
+    "bfloat16": "bf16 weights, a model loaded with torch_dtype=bfloat16: bf16 weights and gradients, fp32 AdamW "
+                "moments, no fp32 master copy (2 + 2 + 8 = 12 bytes a trained parameter)",
+}
+"""The storage of the unquantized weights a prediction can assume, and what each implies."""
 
 
-def fits_setup(method: str, gradient_checkpointing: bool = True) -> Setup:
-    """The precision assumptions of :func:`fits_table`, per method (on a CUDA GPU):
+def method_config(method: str, gradient_checkpointing: bool = True) -> RunConfig:
+    """ftlab's own run of ``method`` on a GPU: RunConfig's defaults (AdamW; LoRA at its default
+    rank on its default modules), bf16 autocast, and an NF4 base for QLoRA. What the widget,
+    the fits table and ``devices_needed`` start from, so the three give one answer."""
+    if method not in METHODS:
+        raise ArgumentError("method_config", "method", method, f"one of {', '.join(METHODS)}")
+    base = RunConfig(bf16=True, gradient_checkpointing=gradient_checkpointing)
+    return {"full": base.replace(lora_r=0), "lora": base, "qlora": base.replace(load_in_4bit=True)}[method]
 
-    * ``full``: bf16 weights and bf16 gradients, AdamW moments in fp32 (2 + 2 + 8 = 12
-      bytes per parameter). Classic mixed precision also keeps an fp32 master copy of the
-      weights (+4 = 16 bytes/param, the same as fp32 weights under bf16 autocast, which is
-      what Trainer(bf16=True) on an fp32-loaded model does); this table does not count it.
-    * ``lora``: frozen bf16 base (2 bytes/param), rank-16 adapters on all seven
-      projections in fp32 with fp32 gradients and fp32 AdamW moments (16 bytes per
-      adapter parameter); dropout 0.05.
-    * ``qlora``: the base projections in NF4 with double quantization (~0.53 bytes/param),
-      embedding, norms and head in bf16, the same fp32 adapters as ``lora``.
 
-    Activations are for bf16 compute (bf16 tensors, fp32 RMSNorm internals, fp32
-    log-sum-exp and fp32 logits for the loss), SDPA/flash attention, one-byte dropout masks.
-    """
-    base = Setup(dtype="bfloat16", device="cuda", gradient_checkpointing=gradient_checkpointing, optim="adamw_torch")
-    if method == "full":
-        return replace(base, optim_state_bytes=4)
-    lora = replace(base, lora_r=FITS_LORA_R, lora_targets=resolve_lora_targets([FITS_LORA_TARGETS]),
-                   lora_dropout=FITS_LORA_DROPOUT, lora_dtype="float32")
-    if method == "lora":
-        return lora
-    if method == "qlora":
-        return replace(lora, quant="nf4", double_quant=True)
-    raise ValueError(f"method {method!r}: choose 'full', 'lora' or 'qlora'")
+def gpu_setup(config: RunConfig, weights: str = "float32") -> Setup:
+    """How ``config`` holds memory on a CUDA GPU with its unquantized weights in ``weights``
+    (a key of :data:`WEIGHTS`). bf16 weights compute in bf16 without autocast and keep AdamW's
+    moments in fp32, as mixed-precision recipes without a master copy do."""
+    if weights not in WEIGHTS:
+        raise ArgumentError("gpu_setup", "weights", weights, f"one of {', '.join(WEIGHTS)}")
+    setup = setup_for(config, device="cuda", dtype=weights)
+    return replace(setup, autocast=False, optim_state_bytes=4) if weights == "bfloat16" else setup
+
+
+def fits_setup(method: str, gradient_checkpointing: bool = True, weights: str = "float32") -> Setup:
+    """The :class:`Setup` of :func:`method_config` on a GPU (see :func:`gpu_setup`)."""
+    return gpu_setup(method_config(method, gradient_checkpointing), weights)
+
+
+def assumptions(weights: str = "float32", config: RunConfig | None = None) -> str:
+    """One line naming what a "will it fit" answer assumes: weight storage and master copy,
+    optimizer, LoRA, transients and headroom. Printed wherever the answer is shown."""
+    config = config or method_config("lora")
+    if weights not in WEIGHTS:
+        raise ArgumentError("assumptions", "weights", weights, f"one of {', '.join(WEIGHTS)}")
+    storage = WEIGHTS[weights] if weights != "float32" or config.bf16 else (
+        "fp32 weights, as ftlab loads them, and fp32 compute: weights, their gradients and AdamW's moments in "
+        "fp32 (4 + 4 + 8 = 16 bytes a trained parameter)")
+    compute = "bf16" if config.bf16 or weights == "bfloat16" else "fp32"
+    lora = config if config.is_lora else method_config("lora")
+    return (f"{storage}; LoRA r={lora.lora_r} on {', '.join(lora.lora_target_modules)} with fp32 adapters, QLoRA the "
+            f"same on an NF4 base; activations for {compute} compute; backward's transient buffers counted (the "
+            f"logits' gradient, a recomputed layer); {HEADROOM:.0%} of each card kept free")
 
 
 def transient_bytes(arch: Architecture, setup: Setup, batch: int, seq: int) -> int:
@@ -117,6 +140,21 @@ def device_need(arch: Architecture, setup: Setup, batch: int, seq_len: int, devi
     return {**parts, "total": sum(parts.values())}
 
 
+def gpu_need(config: RunConfig, *, weights: str = "float32", seq_len: int | None = None, model_config: Any = None,
+             batch_size: int | None = None, devices: int = 1, strategy: str = "ddp") -> dict[str, int]:
+    """What one GPU needs for a step of ``config``: :func:`device_need` of its :func:`gpu_setup`.
+
+    The one accounting behind the MemoryPredictor widget, :func:`fits_table` and
+    :func:`devices_needed` (:func:`assumptions` says what it assumes). ``model_config`` and
+    the sizes work as in :func:`~ftlab.memory.estimate`.
+    """
+    arch = Architecture.from_config(model_config) if model_config is not None else model_architecture(config.model)
+    setup = gpu_setup(config, weights)
+    check_strategy("gpu_need", strategy, devices, setup)
+    return device_need(arch, setup, batch_size or config.per_device_train_batch_size,
+                       seq_len or config.max_seq_length, devices, strategy)
+
+
 _transient = functools.lru_cache(maxsize=64)(transient_bytes)
 """:func:`transient_bytes`, computed once per model and setup: it walks a whole forward."""
 
@@ -129,7 +167,8 @@ def fits(total: int, gpu_gib: float) -> bool:
 def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "13B", "70B"),
                gpus_gib: Iterable[int] = (16, 24, 48, 80), batch: int = 1, seq_len: int = 2048,
                methods: Iterable[str] = ("full", "lora", "qlora"),
-               gradient_checkpointing: bool = True, devices: int = 1, strategy: str = "ddp") -> list[dict[str, Any]]:
+               gradient_checkpointing: bool = True, devices: int = 1, strategy: str = "ddp",
+               weights: str = "float32") -> list[dict[str, Any]]:
     """Which (model size, method) fits on which GPU, predicted from published architectures.
 
     For each size in :data:`MODEL_SIZES` and each method, one row (a flat dict, ready for
@@ -141,10 +180,10 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
     ``total`` <= 90% of the card (:data:`HEADROOM`: 10% is left for the CUDA context,
     cuBLAS workspaces and allocator fragmentation).
 
-    Precision assumptions (see :func:`fits_setup`): full = bf16 weights and gradients with
-    fp32 AdamW moments, no fp32 master copy; LoRA = bf16 frozen base + fp32 rank-16
-    adapters on all linear layers; QLoRA = NF4 (double-quantized) base + the same adapters.
-    No CPU offload.
+    The accounting is :func:`gpu_need` of :func:`method_config`, what the MemoryPredictor
+    shows for the same settings: by default fp32 weights (what ftlab loads; ``weights=
+    "bfloat16"`` for a model loaded in bf16), bf16 autocast, RunConfig's LoRA. :func:`assumptions`
+    prints it. No CPU offload.
 
     ``devices`` GPUs under ``strategy`` (see :data:`~ftlab.memory.predict.STRATEGIES`;
     default: one GPU): each row is then one GPU's need on the busiest rank, each GPU taking
@@ -159,11 +198,10 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
         for method in methods:
             if method == "qlora" and strategy in SHARDED:
                 continue
-            setup = fits_setup(method, gradient_checkpointing)
-            check_strategy("fits_table", strategy, devices, setup)
-            need = device_need(arch, setup, batch, seq_len, devices, strategy)
+            need = gpu_need(method_config(method, gradient_checkpointing), weights=weights, seq_len=seq_len,
+                            model_config=arch, batch_size=batch, devices=devices, strategy=strategy)
             row: dict[str, Any] = {"model": size, "source": arch.source, "parameters": arch.parameter_count(),
-                                   "method": method, "batch": batch, "seq_len": seq_len,
+                                   "method": method, "weights": weights, "batch": batch, "seq_len": seq_len,
                                    "gradient_checkpointing": gradient_checkpointing, "devices": devices,
                                    "strategy": strategy, **need, "total_gib": round(need["total"] / GiB, 2)}
             for gpu in gpus:
@@ -174,13 +212,15 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
 
 def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterable[int] = (24, 40, 80),
                    strategies: Iterable[str] = tuple(STRATEGIES), batch: int = 1, seq_len: int = 2048,
-                   gradient_checkpointing: bool = True, max_devices: int = 1024) -> list[dict[str, Any]]:
+                   gradient_checkpointing: bool = True, max_devices: int = 1024,
+                   weights: str = "float32") -> list[dict[str, Any]]:
     """How many GPUs of each size a full fine-tune needs under each strategy, and whether LoRA
     or QLoRA would fit one of them instead.
 
     One row per model size and GPU size: ``full_<strategy>`` is the smallest power of two of
     GPUs (up to ``max_devices``; None if even that many do not fit) on which one GPU's
-    predicted need (:func:`device_need`, ``batch`` sequences per GPU) fits, ``lora_on_one`` /
+    predicted need (:func:`gpu_need`, ``batch`` sequences per GPU, ``weights`` as in
+    :func:`fits_table`) fits, ``lora_on_one`` /
     ``qlora_on_one`` whether LoRA / QLoRA fit one GPU, and ``answer`` the fewest GPUs that
     train the model, in words. Sharding divides weights, gradients and optimizer state, never
     the activations, the transient buffers or (FSDP) the gathered layers: that floor is why a
@@ -192,7 +232,7 @@ def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterabl
     rows = []
     for size in model_sizes:
         arch = MODEL_SIZES[size]
-        full, lora, qlora = (fits_setup(m, gradient_checkpointing) for m in ("full", "lora", "qlora"))
+        full, lora, qlora = (fits_setup(m, gradient_checkpointing, weights) for m in METHODS)
         for strategy in strategies:
             check_strategy("devices_needed", strategy, 1, full)
         need = {(s, n): device_need(arch, full, batch, seq_len, n, s)["total"] for s in strategies for n in counts}

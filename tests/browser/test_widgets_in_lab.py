@@ -3,7 +3,7 @@
 nbval checks that cells execute. These tests check what a learner gets: a committed chapter
 shows pictures before anything runs; after Run All the Playground renders, Run trains with
 a live plot and adds one run per press (and none for a config already shown); the
-MemoryPredictor redraws within a second and shows what ``ftlab.memory.estimate`` says; no
+MemoryPredictor redraws within a second and shows what ``ftlab.memory.gpu_need`` says; no
 dropdown is clipped; and neither the browser console, nor the server log, nor a cell output
 reports an error. Each test leaves a screenshot in ``out/browser/`` and its timings in
 ``out/browser/timings.json``.
@@ -305,27 +305,31 @@ def _predictor_settings(root) -> dict:
                 batch: parseInt(q('batch').querySelector('.widget-readout').textContent),
                 seq_len: parseInt(q('seq_len').querySelector('.widget-readout').textContent),
                 checkpointing: q('checkpointing').querySelector('input').checked,
-                optim: q('optim').querySelector('select').value, bf16: q('bf16').querySelector('input').checked};
+                optim: q('optim').querySelector('select').value, bf16: q('bf16').querySelector('input').checked,
+                weights: q('weights').querySelector('select').value, gpu: q('gpu').querySelector('select').value,
+                devices: parseInt(q('devices').querySelector('select').value),
+                strategy: q('strategy').querySelector('select').value};
     }""")
 
 
 def _estimate_gib(s: dict) -> float:
-    """``ftlab.memory.estimate`` for the settings ``s``, computed here: a published size stands on
-    the smollm2-135m preset with its own architecture; LoRA and QLoRA at rank 16."""
-    from ftlab import RunConfig
-    from ftlab.memory import GiB, estimate
-    from ftlab.memory.fits import MODEL_SIZES
+    """One GPU's need for the settings ``s``, computed here with the fits table's accounting
+    (``gpu_need`` of ``method_config``): a published size stands on the smollm2-135m preset with
+    its own architecture; the weights dropdown shows labels, mapped back to dtypes."""
+    from ftlab.memory import GiB, gpu_need
+    from ftlab.memory.fits import MODEL_SIZES, method_config
 
-    config = RunConfig(model="smollm2-135m" if s["model"] in MODEL_SIZES else s["model"],
-                       lora_r=0 if s["method"] == "full" else 16, load_in_4bit=s["method"] == "qlora",
-                       per_device_train_batch_size=s["batch"], max_seq_length=max(16, s["seq_len"]),
-                       gradient_checkpointing=s["checkpointing"], optim=s["optim"], bf16=s["bf16"])
-    return estimate(config, seq_len=s["seq_len"], model_config=MODEL_SIZES.get(s["model"])).total / GiB
+    config = method_config(s["method"], s["checkpointing"]).replace(
+        model="smollm2-135m" if s["model"] in MODEL_SIZES else s["model"], per_device_train_batch_size=s["batch"],
+        max_seq_length=max(16, s["seq_len"]), optim=s["optim"], bf16=s["bf16"])
+    weights = "bfloat16" if s["weights"].startswith("bf16") else "float32"
+    return gpu_need(config, weights=weights, seq_len=s["seq_len"], model_config=MODEL_SIZES.get(s["model"]),
+                    devices=s["devices"], strategy=s["strategy"])["total"] / GiB
 
 
 def test_memory_predictor(page, lab, timings):
     """Model, method and checkpointing changed: the plot and the summary redraw within 1 s each,
-    the total shown is ``estimate``'s, and no dropdown or description is cut."""
+    the total shown is the fits table's accounting, and no dropdown or description is cut."""
     p = page.page
     chapter = "ci/06_lora_qlora_and_memory.ipynb"
     lp.open_notebook(p, lab, chapter, page.name)
@@ -337,7 +341,7 @@ def test_memory_predictor(page, lab, timings):
     assert all(im["complete"] and im["w"] > 0 for im in lp.images_loaded(root.locator("img.ftlab-memory-plot")))
 
     geometry = lp.dropdown_geometry(root)
-    assert len(geometry) == 3
+    assert len(geometry) == 7  # model, method, optimizer, weights, GPU, GPUs, strategy
     for g in geometry:
         declared = float(g["declared"].removesuffix("px"))
         assert abs(g["box"] - declared) <= 1, f"{g['label']}: {g['box']}px wide, declared {declared}px: {g}"
@@ -363,12 +367,13 @@ def test_memory_predictor(page, lab, timings):
         summary_s = (next(e["t"] for e in evs if e["kind"] == "text") - changed) / 1000
         settings = _predictor_settings(root)
         summary = root.locator(".ftlab-memory-summary").inner_text()
+        assert settings["devices"] == 1 and settings["strategy"] == "ddp"  # "one GPU" below
         expected = f"{_estimate_gib(settings):.2f} GiB"
         changes.append({"control": control, "value": value, "plot_s": plot_s, "summary_s": summary_s,
-                        "shown": summary.split(" predicted")[0], "estimate": expected})
+                        "shown": summary.split(" on one GPU")[0], "estimate": expected})
         timings.record(page.name, run_cell_s=cell_s, redraws=changes)
         assert plot_s <= REDRAW_S and summary_s <= REDRAW_S, changes[-1]
-        assert summary.startswith(expected + " predicted"), f"shown {summary!r}, estimate says {expected} for {settings}"
+        assert summary.startswith(expected + " on one GPU"), f"shown {summary!r}, gpu_need says {expected} for {settings}"
     assert settings["model"] == "7B" and settings["method"] == "qlora" and settings["checkpointing"]
     page.screenshot()
     assert lp.output_problems(p) == []
