@@ -337,11 +337,29 @@ def load_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = No
             raise  # another ValueError is a bug to see as it is
         raise _load_error(config.model, err) from err
     model.config.use_cache = False  # the KV cache is for generation; in training it only costs memory
+    if quant is not None:
+        keep_4bit_layout_trainable(model)
     if config.is_lora:
         model = _add_lora(model, config, quantized=quant is not None)
     if config.gradient_checkpointing:
         enable_checkpointing(model)
     return model, tokenizer
+
+
+def keep_4bit_layout_trainable(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes repacking 4-bit weights into its CPU inference layout; returns how many layers.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit`` weight for a fast
+    inference kernel the first time the layer runs in eval mode without gradients (ftlab's
+    first evaluation), and never packs it back. Training then runs through that kernel, which
+    has no backward: PyTorch warns, and the gradient through the frozen base to everything
+    below it is lost, so QLoRA barely learns. A model ftlab loads is trained, so its 4-bit
+    layers keep the layout autograd knows, in eval too.
+    """
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def enable_checkpointing(model: PreTrainedModel) -> None:
