@@ -20,3 +20,12 @@ def test_lora_forward_is_pefts_layer(rslora):
         merged = layer.base_layer.weight + lora_update(A, B, alpha=8, rslora=rslora)
         torch.testing.assert_close(x @ merged.T + layer.base_layer.bias, layer(x), rtol=1e-5, atol=1e-5)
     assert torch.linalg.matrix_rank(lora_update(A, B, alpha=8)) <= 4
+
+
+@pytest.mark.parametrize("rslora, scaling", [(False, 32 / 16), (True, 32 / 4)])
+def test_run_config_use_rslora_sets_the_adapters_scaling(rslora, scaling):
+    from ftlab import RunConfig
+    from ftlab.setup.models import load_model
+    model, _ = load_model(RunConfig(model="tiny", lora_r=16, lora_alpha=32, use_rslora=rslora, max_seq_length=32))
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert q.scaling["default"] == pytest.approx(scaling)

@@ -84,6 +84,9 @@ class RunConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    use_rslora: bool = False
+    """Scale the adapter by lora_alpha / sqrt(lora_r) (rank-stabilised LoRA) instead of
+    lora_alpha / lora_r, so a higher rank is not also a smaller step (chapter 06)."""
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     bnb_4bit_use_double_quant: bool = True
@@ -189,7 +192,7 @@ class RunConfig:
             r(isinstance(getattr(self, name), str) and getattr(self, name).strip() != "", name, getattr(self, name),
               "the name of a column of the data set, e.g. 'prompt' / 'response'")
         r(isinstance(self.system_prompt, str), "system_prompt", self.system_prompt, "a string; '' for no system turn")
-        for name in ("load_in_4bit", "load_in_8bit", "bnb_4bit_use_double_quant", "packing", "gradient_checkpointing",
+        for name in ("use_rslora", "load_in_4bit", "load_in_8bit", "bnb_4bit_use_double_quant", "packing", "gradient_checkpointing",
                      "bf16", "fp16"):
             r(isinstance(getattr(self, name), bool), name, getattr(self, name), "True or False")
         r(_is_int(self.max_seq_length) and 16 <= self.max_seq_length <= 32768, "max_seq_length", self.max_seq_length, "an int in [16, 32768]")

@@ -406,7 +406,7 @@ def _add_lora(model: PreTrainedModel, config: RunConfig, quantized: bool) -> Pre
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = list(config.lora_target_modules)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules="all-linear" if targets == ["all-linear"] else targets,
+                      use_rslora=config.use_rslora, target_modules="all-linear" if targets == ["all-linear"] else targets,
                       task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
