@@ -156,3 +156,19 @@ def postgres_url():
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_room_replays_a_prepared_search_but_runs_its_own_share_of_a_named_one(small, tmp_path):
+    """A search named after itself is the same search whoever repeats it: a learner sharing the
+    teacher's runs folder finds its budget spent and trains nothing. In a study shared by
+    name, each contributor runs their own share."""
+    storage = str(tmp_path / "room.journal")
+    prepared = search(small, SPACE, n_trials=2, sampler="random", storage=storage, contributor="teacher", progress=False)
+    again = search(small, SPACE, n_trials=2, sampler="random", storage=storage, contributor="learner1", progress=False)
+    assert again.study_name == prepared.study_name
+    assert Counter(t.user_attrs["contributor"] for t in again.trials) == {"teacher": 2}
+    search(small, SPACE, n_trials=1, sampler="random", storage=storage, study_name="class", contributor="teacher",
+           progress=False)
+    shared = search(small, SPACE, n_trials=1, sampler="random", storage=storage, study_name="class",
+                    contributor="learner1", progress=False)
+    assert Counter(t.user_attrs["contributor"] for t in shared.trials) == {"teacher": 1, "learner1": 1}

@@ -20,7 +20,7 @@ from ftlab.config.run_config import RunConfig
 from ftlab.runs.record import Run
 from ftlab.search.plan import plan_search
 from ftlab.search.space import DEFAULT_GRID_POINTS, GridPoints, Space, describe
-from ftlab.search.study import fail_dead_trials, finished_by, quiet_optuna
+from ftlab.search.study import fail_dead_trials, quiet_optuna
 from ftlab.search.trials import Objective
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -48,9 +48,10 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
       pruner, seed), so the same call continues it; give a name to share a study.
       ``base=None, space=None`` with a name joins a study someone else created.
     * ``n_trials`` counts the completed, pruned and diverged trials already in the study
-      that ``contributor`` ran (default: the JupyterHub or login user name), so a search
-      killed mid-trial and called again runs only what is missing, and in a shared study
-      each learner runs their own share.
+      (all of them; in a study shared by ``study_name``, those ``contributor`` ran, by
+      default the JupyterHub or login user name), so a search killed mid-trial and called
+      again runs only what is missing, a room sharing a prepared runs folder replays the
+      prepared search, and in a shared study each learner runs their own share.
 
     Every trial's value is the run's final eval loss (lower is better); pruned trials are
     Optuna's PRUNED trials, and ``ftlab.search.trial_rows`` reads it all back.
@@ -61,7 +62,7 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
                            runs_dir=runs_dir)
         study = plan.study
         lost = fail_dead_trials(study)
-    done = finished_by(study, plan.contributor)
+    done = plan.done()
     todo = max(plan.budget - done, 0)
     if progress:
         resumed = f", {done} done before" if done else ""

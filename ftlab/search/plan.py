@@ -21,7 +21,8 @@ from optuna.samplers import BaseSampler
 from ftlab.config.run_config import RunConfig
 from ftlab.search.errors import SearchError
 from ftlab.search.space import GridPoints, Space, check_grid_points, check_space, grid, grid_size
-from ftlab.search.study import create_or_load, default_contributor, describe_study, open_storage, study_name_for, study_setup
+from ftlab.search.study import (counted_contributor, create_or_load, default_contributor, describe_study, finished_by,
+                                open_storage, study_name_for, study_setup)
 
 SAMPLERS = ("grid", "random", "tpe")
 """Sampler names ``search`` takes (or give any ``optuna.samplers.BaseSampler``)."""
@@ -37,10 +38,17 @@ class Plan:
     base: RunConfig
     space: dict[str, BaseDistribution]
     budget: int
-    """Trials of ``contributor`` the study holds when the search is done (completed, pruned
+    """Trials of ``counted`` the study holds when the search is done (completed, pruned
     or diverged); fewer than asked for a grid with fewer points."""
     contributor: str
+    """Whom the new trials are credited to."""
+    counted: str | None
+    """Whose trials count toward the budget (:func:`~ftlab.search.study.counted_contributor`)."""
     runs_dir: Path | None
+
+    def done(self) -> int:
+        """Trials already in the study that count toward the budget."""
+        return finished_by(self.study, self.counted)
 
 
 def plan_search(base: RunConfig | None, space: Space | None, *, n_trials: int, sampler: str | BaseSampler,
@@ -78,7 +86,8 @@ def plan_search(base: RunConfig | None, space: Space | None, *, n_trials: int, s
     sampler_obj = make_sampler(sampler, checked, grid_points, n_trials, seed + len(study.trials))
     study = optuna.load_study(study_name=name, storage=store, sampler=sampler_obj, pruner=pruner_obj)
     budget = n_trials if grid_total is None else min(n_trials, grid_total)
-    return Plan(study, base, checked, budget, contributor or default_contributor(),
+    credited = contributor or default_contributor()
+    return Plan(study, base, checked, budget, credited, counted_contributor(study_name, credited),
                 Path(runs_dir) if runs_dir else None)
 
 

@@ -24,7 +24,7 @@ from ftlab.config.run_config import RunConfig
 from ftlab.search.errors import SearchError
 from ftlab.search.plan import plan_search
 from ftlab.search.space import DEFAULT_GRID_POINTS, GridPoints, Space
-from ftlab.search.study import fail_dead_trials, finished_by, quiet_optuna
+from ftlab.search.study import fail_dead_trials, quiet_optuna
 
 SCHEDULER = "asha"
 """How a Ray search's study names what stops its trials early (there is no Optuna pruner)."""
@@ -60,7 +60,7 @@ def tune_search(base: RunConfig | None = None, space: Space | None = None, *, n_
                            study_name=study_name, seed=seed, grid_points=grid_points, contributor=contributor,
                            runs_dir=runs_dir, scheduler=SCHEDULER)
         fail_dead_trials(plan.study)
-        todo = max(plan.budget - finished_by(plan.study, plan.contributor), 0)
+        todo = max(plan.budget - plan.done(), 0)
         if progress:
             print(f"tune_search {plan.study.study_name}: {todo} trial{'' if todo == 1 else 's'} to run on Ray",
                   flush=True)

@@ -218,10 +218,22 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
         trial.state == TrialState.FAIL and "diverged" in trial.user_attrs)
 
 
-def finished_by(study: optuna.Study, contributor: str) -> int:
-    """Trials of ``contributor`` that count toward a budget (in a private study: all of them)."""
+def counted_contributor(study_name: str | None, contributor: str) -> str | None:
+    """Whose trials count toward a search's budget (the ``contributor`` of :func:`finished_by`).
+
+    In a study shared by name (a workshop's class study), each contributor's own: every
+    learner runs their share. In a study named after the search itself (``study_name=None``),
+    everyone's: the same call by anyone is the same search, so a room sharing a runs folder
+    that the teacher prepared replays it instead of each learner training new points, as the
+    run cache replays runs.
+    """
+    return contributor if study_name else None
+
+
+def finished_by(study: optuna.Study, contributor: str | None) -> int:
+    """Trials that count toward a budget: ``contributor``'s, or everyone's for None."""
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if counts_toward_budget(t) and t.user_attrs.get("contributor", contributor) == contributor)
+               if counts_toward_budget(t) and (contributor is None or t.user_attrs.get("contributor", contributor) == contributor))
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from ftlab.search.classroom import CLASS_STUDY, join_class_study
 from ftlab.ui.search_plot import plot_best_so_far, plot_landscape
 from ftlab.search.results import best_trial
 from ftlab.search.space import describe
-from ftlab.search.study import default_contributor, finished_by, study_setup
+from ftlab.search.study import counted_contributor, default_contributor, finished_by, study_setup
 from ftlab.ui.widgets.base import RunnerWidget
 from ftlab.ui.widgets.panels import panel_image, png
 
@@ -128,10 +128,14 @@ class SearchWidget(RunnerWidget):
             except (Exception, KeyboardInterrupt) as exc:
                 self._show_error(exc)
                 raise
-        self.progress.value = min(finished_by(self.study, self.contributor), budget)
+        self.progress.value = min(self._done(self.study), budget)
         self._draw()
         self._set_status(self._summary(), "ok")
         return self.study
+
+    def _done(self, study: optuna.Study) -> int:
+        """Trials of ``study`` that count toward the budget, as ``search`` counts them."""
+        return finished_by(study, counted_contributor(self.study_name, self.contributor))
 
     def _press(self) -> None:
         """The Search button: ``search`` with the controls' values."""
@@ -139,7 +143,7 @@ class SearchWidget(RunnerWidget):
 
     def _after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.study = study
-        self.progress.value = min(finished_by(study, self.contributor), self.progress.max)
+        self.progress.value = min(self._done(study), self.progress.max)
         self._draw()
         self._set_status(f"trial {trial.number} {trial.state.name.lower()}: {describe(trial.params)} · "
                          f"{self._summary()}", "busy")
@@ -162,7 +166,7 @@ class SearchWidget(RunnerWidget):
             return "no search yet"
         best = best_trial(self.study)
         found = f"best {best.value:.4f} at {describe(best.params)}" if best else "no completed trial yet"
-        return f"{finished_by(self.study, self.contributor)} of {self.n_trials.value} trials done; {found}"
+        return f"{self._done(self.study)} of {self.n_trials.value} trials done; {found}"
 
     # --- notebook display -----------------------------------------------------------------
     def _panel_images(self) -> list[widgets.Image]:
