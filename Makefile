@@ -23,6 +23,9 @@ LAB_ARGS ?=
 # browser without internet. `make test` installs the package with apt-get when run as root (CI); elsewhere the
 # browser tests skip, saying why.
 CHROMIUM := /usr/bin/chromium
+# The workshop rehearsal (tests/hub) runs JupyterHub (a dev dependency) behind configurable-http-proxy from npm.
+PROXY     := $(VENV)/node/node_modules/.bin/configurable-http-proxy
+HUB_TESTS := $(BIN)/python -m pytest -q -p no:cacheprovider tests/hub
 
 # Unit tests and notebooks run on TEST_WORKERS pytest-xdist workers with one torch thread each: on two cores
 # that takes the wall time from 5:00 to 3:10 (unit) and from 6:45 to 4:35 (nbval), where two threads in one
@@ -30,14 +33,14 @@ CHROMIUM := /usr/bin/chromium
 # each notebook's cells in order in one kernel.
 TEST_WORKERS ?= 2
 PARALLEL := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
-UNIT     := $(PARALLEL) --ignore=tests/browser tests
+UNIT     := $(PARALLEL) --ignore=tests/browser --ignore=tests/hub tests
 # nbval trains every chapter's `ci` runs into a run cache of its own, emptied first so each `make test` trains
 # them again and the learner's ~/.cache/ftlab/runs is never touched; the browser tests start from a copy of it.
 CI_RUNS := $(CURDIR)/$(VENV)/ci-runs
 NBVAL   := rm -rf $(CI_RUNS) && FTLAB_PROFILE=ci FTLAB_RUNS=$(CI_RUNS) $(PARALLEL) --dist loadscope --nbval-lax \
            -p no:cacheprovider $(NOTEBOOKS)
 
-.PHONY: setup lab trust demo test unit notebooks browser chromium postgresql benchmark clean
+.PHONY: setup lab trust demo test unit notebooks browser hub chromium postgresql proxy benchmark clean
 
 setup: $(STAMP)
 
@@ -73,17 +76,34 @@ demo: setup
 	@echo "Executed notebook and plots: out/01_first_finetune.ipynb, out/01_first_finetune.html"
 
 ## All tests: unit tests, every notebook executed by nbval on the tiny CI workload, then the widgets in a
-## real JupyterLab in headless Chromium (tests/browser, about 5 minutes on 2 cores).
-test: setup chromium postgresql
+## real JupyterLab in headless Chromium (tests/browser, about 2 minutes on 2 cores), then a workshop on a real
+## JupyterHub: a teacher and two learners in Chromium (tests/hub, about 2 minutes).
+test: setup chromium postgresql proxy
 	$(UNIT)
 	$(NBVAL)
 	FTLAB_BROWSER_RUNS=$(CI_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+	$(HUB_TESTS)
 
 unit: setup postgresql
 	$(UNIT)
 
 browser: setup chromium
 	FTLAB_BROWSER_RUNS=$(CI_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+
+hub: setup chromium proxy
+	$(HUB_TESTS)
+
+## configurable-http-proxy, JupyterHub's proxy, from npm into .venv/node for the workshop rehearsal (tests/hub);
+## without npm, one line saying the rehearsal will skip.
+proxy:
+	@if [ -x $(PROXY) ]; then :; \
+	elif command -v npm > /dev/null; then \
+	  echo "Installing configurable-http-proxy for the JupyterHub rehearsal: npm install --prefix $(VENV)/node"; \
+	  npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error configurable-http-proxy > $(VENV)/npm-proxy.log 2>&1 || \
+	  echo "npm could not install configurable-http-proxy (see $(VENV)/npm-proxy.log): the rehearsal will be skipped"; \
+	else \
+	  echo "No npm: the JupyterHub rehearsal will be skipped (install Node.js and npm to run it)"; \
+	fi
 
 ## Debian's chromium for the browser tests: apt-get as root; otherwise one line saying the tests will skip.
 chromium:

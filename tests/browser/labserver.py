@@ -47,6 +47,15 @@ CRITICAL records and tracebacks. Read before the server is stopped, whose last r
 CRITICAL 'received signal 15, stopping'."""
 
 
+def token_api(url: str, token: str, method: str, path: str) -> Any:
+    """A Jupyter server's (or JupyterHub's) REST API at ``url + path``, authorised by ``token``:
+    the decoded JSON answer, or None for an empty one."""
+    request = urllib.request.Request(url + path, method=method, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
 def _error_end(lines: list[str], start: int, most: int = 40) -> int:
     """Where the error record starting at ``lines[start]`` ends: after the first unindented line
     that follows an indented one (a traceback's exception line), or after ``most`` lines."""
@@ -145,11 +154,7 @@ class LabServer:
         return False
 
     def api(self, method: str, path: str) -> Any:
-        request = urllib.request.Request(self.url + path, method=method,
-                                         headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = response.read()
-        return json.loads(body) if body else None
+        return token_api(self.url, self.token, method, path)
 
     def wait_kernels_ready(self, timeout: float) -> None:
         """Until every kernel has started, is idle and has a client connected: a kernel shut down
