@@ -25,7 +25,7 @@ LAB_ARGS ?=
 CHROMIUM := /usr/bin/chromium
 # The workshop rehearsal (tests/hub) runs JupyterHub (a dev dependency) behind configurable-http-proxy from npm.
 PROXY     := $(VENV)/node/node_modules/.bin/configurable-http-proxy
-HUB_TESTS := FTLAB_BROWSER_RUNS=$(CI_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/hub
+HUB_TESTS  = FTLAB_BROWSER_RUNS=$(CI_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/hub
 
 # Unit tests and notebooks run on TEST_WORKERS pytest-xdist workers with one torch thread each: on two cores
 # that takes the wall time from 5:00 to 3:10 (unit) and from 6:45 to 4:35 (nbval), where two threads in one
