@@ -103,6 +103,26 @@ def browser(timings):
         browser.close()
 
 
+def write_ci_copy(notebook: Path, folder: Path) -> Path:
+    """``notebook`` with ``PROFILE = "ci"`` injected the way papermill does, written into ``folder``."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(notebook)), {"PROFILE": "ci"})
+    nbformat.write(nb, folder / notebook.name)
+    return folder / notebook.name
+
+
+def seed_run_cache(runs: Path) -> str | None:
+    """Copy the run cache ``FTLAB_BROWSER_RUNS`` names (in ``make test``, the one nbval has just
+    filled) to ``runs``, never writing the original; the folder copied, or None."""
+    seeded = os.environ.get("FTLAB_BROWSER_RUNS", "")
+    if not (seeded and Path(seeded).is_dir()):
+        return None
+    shutil.copytree(seeded, runs)
+    return seeded
+
+
 @pytest.fixture(scope="session")
 def lab(browser, tmp_path_factory, timings):
     """JupyterLab on 127.0.0.1 (random port, a token) over temporary notebook copies, FTLAB_PROFILE=ci,
@@ -113,20 +133,15 @@ def lab(browser, tmp_path_factory, timings):
     replays the chapter's runs from the cache, as it does for a learner who opens a chapter a
     second time, and only the Playground's presses train. Without it, Run All trains everything
     (about two minutes more)."""
-    from papermill.iorw import load_notebook_node
-    from papermill.parameterize import parameterize_notebook
-
     root = tmp_path_factory.mktemp("jupyterlab")
     server = LabServer(root)
     shutil.copytree(NOTEBOOKS, server.notebooks / "committed")
     (server.notebooks / "trusted").mkdir()
     (server.notebooks / "ci").mkdir()
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
-        nb = parameterize_notebook(load_notebook_node(str(path)), {"PROFILE": "ci"})
-        nbformat.write(nb, server.notebooks / "ci" / path.name)
-    seeded = os.environ.get("FTLAB_BROWSER_RUNS", "")
-    if seeded and Path(seeded).is_dir():  # `make test`: the runs nbval just trained, copied (never written)
-        shutil.copytree(seeded, root / "runs")
+        write_ci_copy(path, server.notebooks / "ci")
+    seeded = seed_run_cache(root / "runs")
+    if seeded:
         timings.record("session", runs_copied_from=seeded)
     started = time.perf_counter()
     server.start()

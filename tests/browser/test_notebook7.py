@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +24,7 @@ pytest.importorskip("notebook", reason="Notebook 7 test skipped: the notebook pa
                                        "(pip install -e '.[dev]')")
 
 import labpage as lp  # noqa: E402  (imports Playwright)
-from conftest import VIEWPORT, BrowserPage  # noqa: E402
+from conftest import VIEWPORT, BrowserPage, seed_run_cache, write_ci_copy  # noqa: E402
 
 CHAPTER = "02_learning_rate_and_schedules.ipynb"
 SETTING = {"learning_rate": "2e-3", "lr_scheduler_type": "constant"}
@@ -41,17 +39,11 @@ OK_COLOUR = "#1a7f37"
 def server(browser, tmp_path_factory):
     """A Jupyter server of its own (the one the `lab` fixture starts, over chapter 02 alone): Notebook
     7's pages log errors of their own (below) that the Lab tests' server-log check must not see."""
-    from papermill.iorw import load_notebook_node
-    from papermill.parameterize import parameterize_notebook
-
     root = tmp_path_factory.mktemp("notebook7")
     lab = LabServer(root)
     (lab.notebooks / "ci").mkdir(parents=True)
-    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / CHAPTER)), {"PROFILE": "ci"})
-    (lab.notebooks / "ci" / CHAPTER).write_text(json.dumps(nb))
-    seeded = os.environ.get("FTLAB_BROWSER_RUNS", "")
-    if seeded and Path(seeded).is_dir():  # `make test`: the runs nbval just trained, copied
-        shutil.copytree(seeded, root / "runs")
+    write_ci_copy(NOTEBOOKS / CHAPTER, lab.notebooks / "ci")
+    seed_run_cache(root / "runs")  # `make test`: the runs nbval just trained
     lab.start()
     try:
         yield lab
