@@ -294,3 +294,10 @@ def test_sgd_momentum_reaches_the_optimizer(tiny_config):
     plain = training_optimizer(tiny_config.replace(optim="sgd"), model)
     moving = training_optimizer(tiny_config.replace(optim="sgd", optim_args="momentum=0.9"), model)
     assert plain.defaults["momentum"] == 0 and moving.defaults["momentum"] == 0.9
+
+
+def test_a_run_leaves_the_import_heap_out_of_the_collectors_scan(finished):
+    """Trainer runs gc.collect() at the start of every run; after ftlab's first run the objects of the imports
+    are frozen, so that collection no longer scans the whole process (0.24 s a run before)."""
+    import gc
+    assert gc.get_freeze_count() > 100_000  # torch and transformers alone make about 600,000 objects

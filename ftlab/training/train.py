@@ -9,6 +9,7 @@ button), so a half-finished curve is never lost.
 """
 from __future__ import annotations
 
+import gc
 import math
 import platform
 import tempfile
@@ -146,6 +147,26 @@ def environment() -> dict[str, Any]:
             "cpu_threads": torch.get_num_threads(), "profile": profile_name()}
 
 
+_heap_frozen = False
+
+
+def _freeze_heap_once() -> None:
+    """Collect, then move every object alive now out of the garbage collector's reach, once per process.
+
+    Why: Trainer starts each run with ``gc.collect()`` (accelerate's ``free_memory``), which scans every
+    object of the process, about 600,000 once torch, transformers and Optuna are imported: 0.24 s a run on
+    two cores, 7% of a chapter 08 search trial. Frozen objects are never scanned again, so each later
+    collection sees only what was made since. Memory freed by reference counting (a run's model and
+    tensors) is freed as before; only a reference cycle already alive at the first run and dropped later
+    stays in memory.
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        gc.collect()
+        gc.freeze()
+        _heap_frozen = True
+
+
 def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir: str | Path | None = None,
           callbacks: Iterable[TrainerCallback] = (), progress: bool = True, save: bool = True) -> Run:
     """Fine-tune as configured and return the Run (from the run cache if this config ran
@@ -175,6 +196,7 @@ def train(config: RunConfig, *, retrain: bool = False, label: str = "", runs_dir
     if save:
         cache.check_writable()
     check_device(config)  # before the data, which can take a while to read
+    _freeze_heap_once()
     set_seed(config.seed)
     tokenizer = load_tokenizer(config)
     data = load_data(config, tokenizer)  # data errors surface before the model is loaded
