@@ -10,11 +10,15 @@ for that CPU (``python benchmarks/precision.py --threads 2``):
    fine-tune, batch 8 x 256, the knob chapters) and SmolLM2-135M with LoRA r=8 (batch
    4 x 128), plus SmolLM2 fully fine-tuned in fp32 and, where bf16 is native, LoRA with the
    frozen base kept in bf16 (adapters fp32), the way to stop autocast casting the frozen
-   weights again every step. The fastest of ``--steps`` timed steps after one warm-up counts
+   weights again every step, with and without LoRA's dropout (its random masks are drawn on
+   the CPU at every step). The fastest of ``--steps`` timed steps after one warm-up counts
    (other processes only ever slow a step down); model FLOPs utilisation (MFU) is
    6 x parameters x tokens/s over the peak of the step's precision. Where bf16 is emulated a
    SmolLM2 bf16 step takes minutes: it is timed once.
-3. **loss**: chapter 01's run (``base_config("cpu")`` with chapter 01's knobs: SmolLM2 LoRA r=8,
+3. **profile** (native bf16 only): where the time of the bf16-base LoRA step goes, the share
+   of each of its costliest operators (torch.profiler), which says why a step stays far below
+   the matmul peak.
+4. **loss**: chapter 01's run (``base_config("cpu")`` with chapter 01's knobs: SmolLM2 LoRA r=8,
    48 steps of batch 4 x 96, eval loss on 48 validation questions every 12 steps; exact match
    left out, the loss is what is compared) in fp32 under seeds 42 and 43, and in bf16 under
    seed 42: the bf16 - fp32 difference printed beside the seed noise. On a CPU without native
@@ -61,7 +65,7 @@ def _round_bf16(value: Any) -> Any:
 
 
 class EmulatedBf16(TorchFunctionMode):
-    """bf16 autocast's numerics on fp32 kernels (see the module docstring, 3.)."""
+    """bf16 autocast's numerics on fp32 kernels (see the module docstring, 4.)."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         if func not in AUTOCAST_BF16_OPS:
@@ -122,6 +126,36 @@ def step_time(config: RunConfig, kind: str, steps: int, bf16_base: bool = False)
             "model_flops_per_second": 6 * parameters * tokens_per_s, "load": load()}
 
 
+def step_profile(config: RunConfig, kind: str, bf16_base: bool, top: int = 8) -> dict[str, Any]:
+    """Where one step's time goes: the share of the step of each of the ``top`` operators by their own CPU
+    time (torch.profiler), after one warm-up step. Why a step stays far below the matmul peak."""
+    model, _ = load_model(config)
+    if bf16_base:
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    optimizer = training_optimizer(config, model)
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (config.per_device_train_batch_size, config.max_seq_length),
+                        generator=torch.Generator().manual_seed(0))
+
+    def step() -> None:
+        with precision_context(kind):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    return {"total_seconds": total / 1e6, "load": load(),
+            "shares": {e.key: round(e.self_cpu_time_total / total, 4) for e in ops[:top]},
+            "calls": {e.key: e.count for e in ops[:top]}}
+
+
 def step_cases(native: bool, steps: int) -> dict[str, tuple[RunConfig, str, int, bool]]:
     """name -> (config, precision, timed steps, frozen base in bf16)."""
     tiny = knob_config("cpu", bf16=False)  # tiny-pretrained, full fine-tune, batch 8 x 256
@@ -134,6 +168,7 @@ def step_cases(native: bool, steps: int) -> dict[str, tuple[RunConfig, str, int,
              "smollm2-135m full fp32": (lora.replace(lora_r=0), "fp32", steps, False)}
     if native:
         cases["smollm2-135m lora bf16, bf16 base"] = (lora, "bf16", steps, True)
+        cases["smollm2-135m lora bf16, bf16 base, no dropout"] = (lora.replace(lora_dropout=0.0), "bf16", steps, True)
         cases["smollm2-135m full bf16"] = (lora.replace(lora_r=0), "bf16", steps, False)
     return cases
 
@@ -191,7 +226,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2, as the figures quoted)")
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per case, after one warm-up")
-    parser.add_argument("--parts", nargs="+", choices=("peak", "steps", "loss"), default=["peak", "steps", "loss"])
+    parser.add_argument("--parts", nargs="+", choices=("peak", "steps", "profile", "loss"),
+                        default=["peak", "steps", "profile", "loss"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     caps = probe()
@@ -214,6 +250,10 @@ def main() -> None:
                 row["mfu"] = row["model_flops_per_second"] / 1e9 / peak
             print(f"{name}: {row['seconds']:.3f} s/step, MFU {row.get('mfu', float('nan')):.0%}, load {row['load']}",
                   flush=True)
+    if "profile" in args.parts and native:
+        lora = step_cases(native, 1)["smollm2-135m lora bf16, bf16 base"][0]
+        result["profile"] = {"case": "smollm2-135m lora bf16, bf16 base", **step_profile(lora, "bf16", True)}
+        print({k: f"{v:.0%}" for k, v in result["profile"]["shares"].items()}, flush=True)
     if "loss" in args.parts:
         result["emulation_check"] = [emulation_check(knob_config("cpu", bf16=False, per_device_train_batch_size=4)),
                                      emulation_check(RunConfig(model="smollm2-135m", per_device_train_batch_size=1,
