@@ -6,7 +6,7 @@
 #   make lab LAB_ARGS="--ip=0.0.0.0 --port=8888"                                            (in a container)
 #   make test TEST_WORKERS=4                                                                 (more cores)
 PYTHON ?= python3
-export TORCH_SPEC LAB_ARGS TEST_WORKERS
+export TORCH_SPEC LAB_ARGS TEST_WORKERS NOTEBOOKS
 TARGETS := setup lab trust demo test unit notebooks browser hub chromium postgresql proxy benchmark clean
 
 .PHONY: $(TARGETS)

