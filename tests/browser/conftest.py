@@ -27,7 +27,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from labserver import CHROMIUM, NO_CHROMIUM, NOTEBOOKS, OUT, TRUSTED, LabServer
+from labserver import CHROMIUM, NO_CHROMIUM, NOTEBOOKS, OUT, TRUSTED, LabServer, seed_run_cache
 
 VIEWPORT = {"width": 1400, "height": 1000}
 
@@ -111,16 +111,6 @@ def write_ci_copy(notebook: Path, folder: Path) -> Path:
     nb = parameterize_notebook(load_notebook_node(str(notebook)), {"PROFILE": "ci"})
     nbformat.write(nb, folder / notebook.name)
     return folder / notebook.name
-
-
-def seed_run_cache(runs: Path) -> str | None:
-    """Copy the run cache ``FTLAB_BROWSER_RUNS`` names (in ``make test``, the one nbval has just
-    filled) to ``runs``, never writing the original; the folder copied, or None."""
-    seeded = os.environ.get("FTLAB_BROWSER_RUNS", "")
-    if not (seeded and Path(seeded).is_dir()):
-        return None
-    shutil.copytree(seeded, runs)
-    return seeded
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -202,3 +203,13 @@ class LabServer:
     def page_url(self, notebook: str, workspace: str) -> str:
         """A notebook in a workspace of its own (``?reset``: no layout restored from earlier tests)."""
         return f"{self.url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.token}"
+
+
+def seed_run_cache(runs: Path) -> str | None:
+    """Copy the run cache ``FTLAB_BROWSER_RUNS`` names (in ``make test``, the one nbval has just
+    filled) to ``runs``, never writing the original; the folder copied, or None."""
+    seeded = os.environ.get("FTLAB_BROWSER_RUNS", "")
+    if not (seeded and Path(seeded).is_dir()):
+        return None
+    shutil.copytree(seeded, runs)
+    return seeded

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from labserver import CHROMIUM, NO_CHROMIUM, NOTEBOOKS, LabServer
+from labserver import CHROMIUM, NO_CHROMIUM, NOTEBOOKS, LabServer, seed_run_cache
 
 if not os.access(CHROMIUM, os.X_OK):
     pytest.skip(NO_CHROMIUM, allow_module_level=True)
@@ -24,7 +24,7 @@ pytest.importorskip("notebook", reason="Notebook 7 test skipped: the notebook pa
                                        "(pip install -e '.[dev]')")
 
 import labpage as lp  # noqa: E402  (imports Playwright)
-from conftest import VIEWPORT, BrowserPage, seed_run_cache, write_ci_copy  # noqa: E402
+from conftest import VIEWPORT, BrowserPage, write_ci_copy  # noqa: E402
 
 CHAPTER = "02_learning_rate_and_schedules.ipynb"
 SETTING = {"learning_rate": "2e-3", "lr_scheduler_type": "constant"}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import prerequisites  # noqa: E402
 from hubserver import HUB_OUT, LEARNERS, TEACHER, HubServer  # noqa: E402
-from labserver import CHROMIUM  # noqa: E402
+from labserver import CHROMIUM, seed_run_cache  # noqa: E402
 from teacher import Teacher  # noqa: E402
 
 
@@ -70,9 +70,7 @@ def teacher(tools, room, room_environment):
     teacher's would after a rehearsal of their own: ``ftlab prepare`` then replays the chapter
     instead of training it (about a minute less), and the learners' checks are the same."""
     runs = Path(room_environment["FTLAB_RUNS"])
-    seeded = os.environ.get("FTLAB_BROWSER_RUNS", "")
-    if seeded and Path(seeded).is_dir():
-        shutil.copytree(seeded, runs)
+    seed_run_cache(runs)
     t = Teacher(room / "home" / TEACHER, runs, room_environment)
     t.start_prepare()
     try:
