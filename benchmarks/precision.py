@@ -100,35 +100,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5, budget_s: f
     return {"gflops": 2 * n ** 3 / min(timed) / 1e9, "seconds": min(timed), "samples": len(timed), "load": load()}
 
 
-def step_time(config: RunConfig, kind: str, steps: int, bf16_base: bool = False) -> dict[str, Any]:
-    """The fastest of ``steps`` optimizer steps after one warm-up (see the module docstring, 2.)."""
-    model, _ = load_model(config)
-    if bf16_base:
-        for p in model.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(torch.bfloat16)
-    optimizer = training_optimizer(config, model)
-    vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.randint(0, vocab, (config.per_device_train_batch_size, config.max_seq_length),
-                        generator=torch.Generator().manual_seed(0))
-    times = []
-    for _ in range(steps + 1):
-        t = time.perf_counter()
-        with precision_context(kind):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - t)
-    parameters = count_parameters(model)[0]
-    tokens_per_s = ids.numel() / min(times[1:])
-    return {"seconds": min(times[1:]), "all_seconds": times, "parameters": parameters, "tokens_per_second": tokens_per_s,
-            "model_flops_per_second": 6 * parameters * tokens_per_s, "load": load()}
-
-
-def step_profile(config: RunConfig, kind: str, bf16_base: bool, top: int = 8) -> dict[str, Any]:
-    """Where one step's time goes: the share of the step of each of the ``top`` operators by their own CPU
-    time (torch.profiler), after one warm-up step. Why a step stays far below the matmul peak."""
+def training_step(config: RunConfig, kind: str, bf16_base: bool = False) -> tuple[Callable[[], None], torch.nn.Module, int]:
+    """One optimizer step (forward, backward, AdamW, as ``load_model`` prepares the model and Trainer builds the
+    optimizer) on a fixed batch of random tokens without padding, as a function to call; with the model and
+    the batch's token count."""
     model, _ = load_model(config)
     if bf16_base:
         for p in model.parameters():
@@ -146,6 +121,27 @@ def step_profile(config: RunConfig, kind: str, bf16_base: bool, top: int = 8) ->
         optimizer.step()
         optimizer.zero_grad()
 
+    return step, model, ids.numel()
+
+
+def step_time(config: RunConfig, kind: str, steps: int, bf16_base: bool = False) -> dict[str, Any]:
+    """The fastest of ``steps`` optimizer steps after one warm-up (see the module docstring, 2.)."""
+    step, model, tokens = training_step(config, kind, bf16_base)
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    parameters = count_parameters(model)[0]
+    tokens_per_s = tokens / min(times[1:])
+    return {"seconds": min(times[1:]), "all_seconds": times, "parameters": parameters, "tokens_per_second": tokens_per_s,
+            "model_flops_per_second": 6 * parameters * tokens_per_s, "load": load()}
+
+
+def step_profile(config: RunConfig, kind: str, bf16_base: bool, top: int = 8) -> dict[str, Any]:
+    """Where one step's time goes: the share of the step of each of the ``top`` operators by their own CPU
+    time (torch.profiler), after one warm-up step. Why a step stays far below the matmul peak."""
+    step, _, _ = training_step(config, kind, bf16_base)
     step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
