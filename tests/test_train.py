@@ -301,3 +301,10 @@ def test_a_run_leaves_the_import_heap_out_of_the_collectors_scan(finished):
     are frozen, so that collection no longer scans the whole process (0.24 s a run before)."""
     import gc
     assert gc.get_freeze_count() > 100_000  # torch and transformers alone make about 600,000 objects
+
+
+def test_the_model_runs_no_hub_kernels(tiny_config):
+    """transformers 5.25 would swap layers for code from the Hub's kernels-community (and fail to load without
+    the kernels package); load_model turns that off."""
+    model, _ = models.load_model(tiny_config)
+    assert model.use_kernels is False

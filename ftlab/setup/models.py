@@ -315,6 +315,13 @@ def load_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = No
 
     ``tokenizer`` is reused when the caller already loaded it (``train`` does, to read the
     data before spending time on the weights).
+
+    ``use_kernels=False``: transformers 5.25 turns on the Hub's kernels by default, swapping
+    layers for code fetched from ``kernels-community`` at load time, which an offline machine
+    cannot fetch and which ftlab does not run, as it runs no ``trust_remote_code``; where the
+    ``kernels`` package is missing, the default even makes loading fail (seen on a GPU machine).
+    The model computes with PyTorch's own operators on every device (on a CPU the numbers are
+    the same as with the default, which found no kernel to swap in).
     """
     check_device(config)
     if tokenizer is None:
@@ -331,7 +338,8 @@ def load_model(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = No
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch.float32, use_safetensors=True, quantization_config=quant,
-            attention_dropout=config.dropout, device_map={"": 0} if (quant and cuda) else None)
+            attention_dropout=config.dropout, device_map={"": 0} if (quant and cuda) else None,
+            use_kernels=False)  # see the docstring: no kernels fetched from the Hub
     except (OSError, ValueError) as err:
         if isinstance(err, ValueError) and "trust_remote_code" not in str(err):
             raise  # another ValueError is a bug to see as it is
