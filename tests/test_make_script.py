@@ -93,6 +93,6 @@ def test_a_failing_step_stops_the_rest_with_its_exit_code(monkeypatch):
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")
 def test_every_makefile_target_calls_make_py():
     for target in ("lab", "test", "demo", "setup", "unit", "notebooks", "browser", "hub", "clean"):
-        out = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
         assert out.strip() == f"python3 make.py {target}", out
         assert target in make.COMMANDS
