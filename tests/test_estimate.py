@@ -8,7 +8,9 @@ gradients and optimizer state must match to the byte; activations and the total 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -288,3 +290,30 @@ def test_the_trainers_own_optimizer_state_is_predicted(optim, tiny_config, tmp_p
     cfg = tiny_config.replace(optim=optim, max_steps=1, eval_steps=1, exact_match_size=0)
     run = train(cfg, runs_dir=tmp_path, progress=False)
     assert run.memory.optimizer == estimate(cfg).optimizer
+
+
+# --- CUDA, measured on a lent GPU ------------------------------------------------------------------
+
+CUDA_RECORDS = sorted((Path(__file__).resolve().parent.parent / "benchmarks" / "results").glob("memory_predictor_cuda_*.json"))
+METHOD_KNOBS = {"full": dict(lora_r=0), "lora": dict(lora_r=8), "qlora": dict(lora_r=8, load_in_4bit=True)}
+
+
+def _recorded_config(name: str, batch: int, seq: int) -> RunConfig:
+    """The RunConfig behind a case of ``benchmarks/memory_predictor.py`` ("tiny lora ckpt bf16"); its SmolLM2 was
+    the same architecture with random weights (``benchmarks/gpu_check.sh``), which saves the same tensors."""
+    words = name.split()
+    model = "tiny" if words[0] == "tiny" else "smollm2-135m"
+    return RunConfig(model=model, gradient_checkpointing="ckpt" in words, bf16="bf16" in words,
+                     per_device_train_batch_size=batch, max_seq_length=seq, **METHOD_KNOBS[words[1]])
+
+
+@pytest.mark.parametrize("record", CUDA_RECORDS, ids=lambda p: p.stem)
+def test_the_cuda_prediction_is_the_h200_measurement_to_the_byte(record):
+    """benchmarks/gpu_check.sh measured 24 cases on an H200 (torch 2.11) at 4 x 128 and 16 x 512: in fp32, SDPA ran
+    PyTorch's math kernel (the full attention matrix saved), in bf16 the flash kernel (with its RNG state)."""
+    result = json.loads(record.read_text())
+    assert len(result["cases"]) == 24
+    for name, row in result["cases"].items():
+        predicted = estimate(_recorded_config(name, result["batch"], result["seq"]), device="cuda")
+        for field in ("weights", "gradients", "optimizer", "activations", "total"):
+            assert getattr(predicted, field) == row["measured"][field], (name, field)

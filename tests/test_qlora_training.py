@@ -23,7 +23,7 @@ QLORA = RunConfig(model="tiny", lora_r=4, load_in_4bit=True, lora_dropout=0.0, m
 def _lora_grads(evaluate_first: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
     model, _ = load_model(QLORA)
     vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.randint(0, vocab, (2, 24), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, vocab, (2, 24), generator=torch.Generator().manual_seed(0)).to(model.device)  # a GPU's on CUDA
     if evaluate_first:  # what Trainer's first evaluation does
         model.eval()
         with torch.no_grad():
@@ -49,7 +49,7 @@ def test_no_4bit_layer_is_left_in_the_inference_layout():
     model, _ = load_model(QLORA)
     model.eval()
     with torch.no_grad():
-        model(input_ids=torch.zeros(1, 8, dtype=torch.long))
+        model(input_ids=torch.zeros(1, 8, dtype=torch.long, device=model.device))
     layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
     assert layers, "the tiny QLoRA model has 4-bit layers"
     assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)

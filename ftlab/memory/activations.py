@@ -5,7 +5,8 @@ walking a Llama block op by op and applying PyTorch's own rule for what each op 
 a matmul ``x @ W`` saves ``x`` only if ``W`` needs a gradient and saves ``W`` only if ``x``
 needs one; ``a * b`` saves each operand only for the *other* one's gradient; SiLU saves its
 input; softmax-like ops save their output; SDPA saves q, k, v, its output and a per-row
-log-sum-exp. Each saved tensor is identified by the storage it lives in, so a tensor saved
+log-sum-exp (on CUDA in fp32 it runs the math kernel instead, which saves the full attention
+matrix: :meth:`_Forward.math_sdpa`). Each saved tensor is identified by the storage it lives in, so a tensor saved
 by three ops (the normed hidden state feeding q, k and v) counts once, exactly as the
 ``saved_tensors_hooks`` meter counts it. Tracking which tensors need a gradient matters:
 with a frozen base (LoRA), most matmuls save nothing but their frozen weight, and layer
@@ -200,6 +201,8 @@ class _Forward:
             self.mul(_T(f"L{layer}.{name}_half", t.numel, t.elem, t.rg), sin, f"L{layer}.{name}_sin")
             rotated.append(_T(f"L{layer}.{name}_rot", r1.numel, r1.elem, t.rg))
         q_rot, k_rot = rotated
+        if self.setup.device == "cuda" and not self.setup.autocast:
+            return self.linear(self.math_sdpa(q_rot, k_rot, v, layer), layer, "o_proj")
         # SDPA is a bf16 op under autocast: fp32 inputs get bf16 copies, which it saves
         elem = 2 if self.setup.autocast else q_rot.elem
         qkv = [self.cast(t, elem, f"{t.key}@sdpa") for t in (q_rot, k_rot, v)]
@@ -209,7 +212,39 @@ class _Forward:
             for t in qkv + [out]:
                 self.save(t)
             self.save(_T(f"L{layer}.lse", self.tokens * a.heads, 4, False))
+            if self.setup.device == "cuda":  # CUDA's flash kernel also keeps its RNG seed and offset
+                self.save(_T(f"L{layer}.philox", 2, 8, False))
         return self.linear(out, layer, "o_proj")
+
+    def math_sdpa(self, q: _T, k: _T, v: _T, layer: int) -> _T:
+        """SDPA on CUDA in fp32: PyTorch's math kernel, as composed operations.
+
+        CUDA's fused kernels take GQA (``enable_gqa``, which transformers passes when there is
+        no mask) only in 16-bit, so an fp32 step runs the math kernel, measured on an H200
+        (torch 2.11, ``benchmarks/gpu_check.sh``) to the byte. It expands k and v to every
+        query head, scales q and k by the square root of the scale (new storages), and saves
+        what each op needs: ``q @ k^T`` the scaled q and k, the softmax its output, the full
+        batch x heads x seq x seq probabilities in fp32, and ``probs @ v`` those probabilities
+        and the expanded v. It saves no log-sum-exp and not its output, which the output
+        projection saves only if it needs it. SmolLM2 at 16 x 512 saves 4.9 GiB more than the
+        fused kernels would.
+        """
+        a, d = self.arch, self.arch.d
+        q_s = self.new(f"L{layer}.q_scaled", a.heads * d, 4, q.rg)
+        k_s = self.new(f"L{layer}.k_scaled", a.heads * d, 4, k.rg)  # expanded to every query head
+        v_e = self.new(f"L{layer}.v_expanded", a.heads * d, 4, v.rg)
+        if k_s.rg:
+            self.save(q_s)
+        if q_s.rg:
+            self.save(k_s)
+        probs = _T(f"L{layer}.attn_probs", self.batch * a.heads * self.seq * self.seq, 4, q_s.rg or k_s.rg)
+        if probs.rg:
+            self.save(probs)  # softmax's output
+        if v_e.rg:
+            self.save(probs)  # the same storage, for v's gradient
+        if probs.rg:
+            self.save(v_e)
+        return self.new(f"L{layer}.attn_out", a.heads * d, 4, probs.rg or v_e.rg)
 
     def mlp(self, x: _T, layer: int) -> _T:
         """``down(silu(gate(x)) * up(x))``: SiLU saves its input (the gate output), the

@@ -98,8 +98,9 @@ class Setup:
     ``optim_state_bytes``: force the bytes per element of AdamW-style moments (fits_table's
     fp32 moments over bf16 weights); ``None`` means "same dtype as the parameter", which is
     what ``torch.optim.AdamW`` does.
-    ``device``: ``"cpu"`` or ``"cuda"``; changes only what dropout saves (CPU: a mask in the
-    input's dtype; CUDA: a one-byte bool mask).
+    ``device``: ``"cpu"`` or ``"cuda"``; changes what dropout saves (CPU: a mask in the
+    input's dtype; CUDA: a one-byte bool mask) and which attention kernel runs (on CUDA
+    without autocast, PyTorch's math kernel; measured on an H200).
     """
 
     lora_r: int = 0

@@ -359,7 +359,9 @@ def estimate(config: RunConfig, *, seq_len: int | None = None, model_config: Any
             :class:`Architecture`, for sizes you have not downloaded; otherwise the preset's
             ``config.json`` is read (``AutoConfig`` on ``resolve_model(config.model)``).
         batch_size: sequences per step (default ``config.per_device_train_batch_size``).
-        device: ``"cpu"`` or ``"cuda"``; only dropout masks differ (see :class:`Setup`).
+        device: ``"cpu"`` or ``"cuda"``: dropout masks differ (see :class:`Setup`), and on
+            CUDA an fp32 step's attention runs PyTorch's math kernel, which saves the full
+            attention matrix (see ``ftlab.memory.activations``).
         devices: processes (one per GPU) training together, each on ``batch_size`` sequences.
         strategy: how they split the model, one of :data:`STRATEGIES` (``"ddp"``: not at all).
         rank: which process to predict (0 to ``devices - 1``): ranks differ when tensors do
