@@ -294,7 +294,7 @@ def _shown_mechanisms() -> dict[str, Any]:
             "RecomputeInBackward.forward": checkpointing.RecomputeInBackward.forward,
             "RecomputeInBackward.backward": checkpointing.RecomputeInBackward.backward,
             "random_points": random_search.random_points, "asha_stops": halving.asha_stops,
-            "lora_forward": lora.lora_forward, "quantize_nf4": quant.quantize_nf4}
+            "lora_forward": lora.lora_forward, "lora_scaling": lora.lora_scaling, "quantize_nf4": quant.quantize_nf4}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -3,7 +3,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from ftlab.lessons.lora import lora_forward, lora_update
+from ftlab.lessons.lora import lora_forward, lora_scaling, lora_update
 
 
 @pytest.mark.parametrize("rslora", [False, True])
@@ -14,6 +14,7 @@ def test_lora_forward_is_pefts_layer(rslora):
     layer = model.base_model.model[0]
     torch.nn.init.normal_(layer.lora_B["default"].weight)  # B starts at zero: give the path something to add
     A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    assert lora_scaling(8, 4, rslora=rslora) == pytest.approx(layer.scaling["default"])
     x = torch.randn(5, 32)
     with torch.no_grad():
         torch.testing.assert_close(lora_forward(x, layer.base_layer, A, B, alpha=8, rslora=rslora), layer(x))

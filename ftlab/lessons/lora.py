@@ -15,17 +15,19 @@ import torch
 from torch import Tensor, nn
 
 
+def lora_scaling(alpha: float, r: int, *, rslora: bool = False) -> float:
+    """The factor on the low-rank path: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
+    return alpha / math.sqrt(r) if rslora else alpha / r
+
+
 def lora_forward(x: Tensor, base: nn.Linear, A: Tensor, B: Tensor, *, alpha: float, rslora: bool = False) -> Tensor:
     """The output of a LoRA layer without dropout: the frozen ``base`` layer plus the scaled
     low-rank path through ``A`` (r x in) and ``B`` (out x r)."""
-    r = A.shape[0]
-    scaling = alpha / math.sqrt(r) if rslora else alpha / r
-    return base(x) + (x @ A.T) @ B.T * scaling
+    return base(x) + (x @ A.T) @ B.T * lora_scaling(alpha, A.shape[0], rslora=rslora)
 
 
 def lora_update(A: Tensor, B: Tensor, *, alpha: float, rslora: bool = False) -> Tensor:
     """The full-size weight change a LoRA pair stands for, ``scaling · B A`` (out x in): what
     merging the adapter into the base adds. Its rank is at most r."""
-    r = A.shape[0]
     with torch.no_grad():
-        return B @ A * (alpha / math.sqrt(r) if rslora else alpha / r)
+        return B @ A * lora_scaling(alpha, A.shape[0], rslora=rslora)
