@@ -182,12 +182,7 @@ class LabServer:
         if self.process is None or self.process.poll() is not None:
             return
         self.shutdown_kernels()
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        terminate(self.process, 15)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
@@ -213,3 +208,13 @@ def seed_run_cache(runs: Path) -> str | None:
         return None
     shutil.copytree(seeded, runs)
     return seeded
+
+
+def terminate(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM ``process`` by its id, SIGKILL it if it is still there after ``grace_s``."""
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(5)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from labserver import OUT, SERVER_ERROR, USER_SETTINGS, LabServer, _error_end, free_port, token_api  # tests/browser (conftest.py)
+from labserver import OUT, SERVER_ERROR, USER_SETTINGS, LabServer, _error_end, free_port, terminate, token_api  # tests/browser (conftest.py)
 from processes import descendants, end
 
 LEARNERS = ["learner1", "learner2"]
@@ -200,12 +199,7 @@ class HubServer:
             return
         self.track()
         if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+            terminate(self.process, 20)
         end(self.started)
 
     def log(self) -> str:
