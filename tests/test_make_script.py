@@ -60,6 +60,7 @@ def test_linux_root_installs_chromium_and_postgresql_and_runs_the_hub(capsys, mo
     tools = {"apt-get": "/usr/bin/apt-get", "npm": "/usr/bin/npm"}
     text = "\n".join(dry("test", host("linux", root=True, which=tools.get), capsys))
     assert "apt-get install -y chromium" in text and "apt-get install -y postgresql" in text
+    assert text.count("apt-get install -y chromium") == 1  # the browser tests and the hub need it; installed once
     assert "/usr/bin/npm install --prefix .venv/node" in text
     assert text.rstrip().endswith("tests/hub")
 

@@ -238,10 +238,8 @@ class _Forward:
         if q_s.rg:
             self.save(k_s)
         probs = _T(f"L{layer}.attn_probs", self.batch * a.heads * self.seq * self.seq, 4, q_s.rg or k_s.rg)
-        if probs.rg:
-            self.save(probs)  # softmax's output
-        if v_e.rg:
-            self.save(probs)  # the same storage, for v's gradient
+        if probs.rg or v_e.rg:
+            self.save(probs)  # softmax's output, and the operand probs @ v keeps for v's gradient
         if probs.rg:
             self.save(v_e)
         return self.new(f"L{layer}.attn_out", a.heads * d, 4, probs.rg or v_e.rg)
