@@ -12,7 +12,7 @@ from ftlab.config.run_config import BYTE_LEVEL_PRESETS, RunConfig
 from ftlab.memory import MEMORY_PARTS, MiB, MemoryBreakdown
 from ftlab.foundation.jupyter import ipython_shell
 from ftlab.runs.record import Run
-from ftlab.stats import noise_band
+from ftlab.experiments.stats import noise_band
 
 MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
 
@@ -138,7 +138,7 @@ def plot_arms(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: st
     highest seed at every logged point, so the noise a verdict is read against is seen.
 
     With the 2-5 seeds a chapter affords, the band spans every seed's curve; it is a picture of
-    the noise, not a test (verdicts come from :mod:`ftlab.stats`). ``x="tokens"`` puts training
+    the noise, not a test (verdicts come from :mod:`ftlab.experiments.stats`). ``x="tokens"`` puts training
     tokens seen on x, for arms that read the data at different rates (batch sizes)."""
     fig, ax = figure_and_axes(ax)
     every = [run for runs in arms.values() for run in runs]
@@ -165,7 +165,7 @@ def plot_final(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: s
                x: Sequence[float] | None = None, xlabel: str | None = None, logx: bool = False,
                title: str | None = None) -> Figure:
     """Each arm's final ``key``: every seed as a dot and the mean with its 95% t interval
-    (:func:`ftlab.stats.noise_band`) as an error bar. ``x`` places the arms on a numeric axis
+    (:func:`ftlab.experiments.stats.noise_band`) as an error bar. ``x`` places the arms on a numeric axis
     (a learning rate, a λ) instead of one slot per label."""
     fig, ax = figure_and_axes(ax)
     labels = list(arms)
