@@ -22,7 +22,7 @@ from transformers.trainer_utils import BestRun
 from ftlab.config.run_config import RunConfig
 from ftlab.setup.data import load_data
 from ftlab.setup.models import load_model, load_tokenizer
-from ftlab.training.train import training_arguments
+from ftlab.training.arguments import training_arguments
 from ftlab.experiments.search.errors import SearchError
 from ftlab.experiments.search.space import Space, check_space, suggest
 
