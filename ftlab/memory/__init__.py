@@ -8,7 +8,7 @@ turns predictions into "what fits on which GPU".
 
 Dependency direction: each module here imports only modules before it in the order
 breakdown, measure, architecture, activations, predict, fits; the package sits above
-``ftlab.setup.models`` (predict resolves preset names with it), so ``ftlab.setup.models`` must import
+``ftlab.setup`` (predict resolves preset names with ``ftlab.setup.presets``), so ``ftlab.setup`` must import
 nothing from ``ftlab.memory``: importing any submodule first runs this file, which imports
 ``predict``.
 :mod:`~ftlab.memory.peak` (the peak of live bytes through a step) imports only ``measure``.
