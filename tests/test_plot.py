@@ -4,7 +4,8 @@ import sys
 from matplotlib.figure import Figure
 
 from ftlab import Run, RunConfig
-from ftlab.ui.plot import frame_steps, plot_loss_curve, plot_losses, show_figures_inline
+from ftlab.foundation.jupyter import show_figures_inline
+from ftlab.ui.plot import frame_steps, plot_loss_curve, plot_losses
 
 SHELL_SCRIPT = """
 from IPython.core.interactiveshell import InteractiveShell

@@ -15,21 +15,15 @@ nothing from ``ftlab.memory``: importing any submodule first runs this file, whi
 """
 from ftlab.memory.architecture import Architecture
 from ftlab.memory.breakdown import MEMORY_PARTS, GiB, MemoryBreakdown, MiB
-from ftlab.memory.fits import MODEL_SIZES, fits_table, transient_bytes
+from ftlab.memory.fits import MODEL_SIZES, assumptions, devices_needed, fits_table, gpu_need, transient_bytes
 from ftlab.memory.measure import (ActivationMeter, describe_model, gradient_bytes, measure_training_step, optimizer_state_bytes,
-                      tensor_bytes, weight_bytes)
-from ftlab.memory.predict import estimate, model_architecture, setup_for
+                                  tensor_bytes, weight_bytes)
+from ftlab.memory.peak import LiveTensors, StepPeak, measure_step_peak
+from ftlab.memory.predict import (STRATEGIES, busiest_rank, communication_bytes, estimate, gathered_bytes, model_architecture,
+                                  setup_for, shard_rows)
 
 __all__ = ["MemoryBreakdown", "MEMORY_PARTS", "MiB", "GiB", "tensor_bytes", "weight_bytes", "gradient_bytes",
            "optimizer_state_bytes", "ActivationMeter", "measure_training_step", "describe_model", "Architecture",
-           "model_architecture", "setup_for", "estimate", "MODEL_SIZES", "fits_table", "transient_bytes"]
-
-from ftlab.memory.fits import assumptions, devices_needed, gpu_need
-from ftlab.memory.predict import STRATEGIES, busiest_rank, communication_bytes, gathered_bytes, shard_rows
-
-__all__ += ["STRATEGIES", "busiest_rank", "communication_bytes", "gathered_bytes", "shard_rows", "devices_needed", "gpu_need",
-            "assumptions"]
-
-from ftlab.memory.peak import LiveTensors, StepPeak, measure_step_peak
-
-__all__ += ["LiveTensors", "StepPeak", "measure_step_peak"]
+           "model_architecture", "setup_for", "estimate", "MODEL_SIZES", "fits_table", "transient_bytes",
+           "STRATEGIES", "busiest_rank", "communication_bytes", "gathered_bytes", "shard_rows", "devices_needed", "gpu_need",
+           "assumptions", "LiveTensors", "StepPeak", "measure_step_peak"]
