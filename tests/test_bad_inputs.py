@@ -25,7 +25,7 @@ import torch
 
 from ftlab import Run, RunConfig
 from ftlab.runs.cache import RunCache
-from ftlab.cli.main import read_config
+from ftlab.cli.train import read_config
 from ftlab.cli.common import CliError
 from ftlab.errors import (CacheError, ConfigError, ConfigFileError, DataError, DeviceError, FtlabError, ModelError,
                           ModelNotFoundError)

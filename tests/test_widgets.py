@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 from ftlab import ConfigError, MemoryBreakdown, Run, RunConfig
 from ftlab.errors import ArgumentError
 from ftlab.runs.cache import RunCache
-from ftlab import sweep as sweep_module
+from ftlab.runs import table as table_module
 from ftlab.setup.data import data_fingerprint
 from ftlab.runs.table import metric_rows
 from ftlab.memory import assumptions, fits_table, gpu_need
@@ -295,8 +295,8 @@ def test_the_playground_table_and_the_text_table_read_the_same_rows(tiny_config,
 
     monkeypatch.setattr(playground_module, "metric_rows", spy)
     pg.table()
-    monkeypatch.setattr(sweep_module, "metric_rows", spy)
-    sweep_module.metric_table(runs, keys=("final_eval_loss",))
+    monkeypatch.setattr(table_module, "metric_rows", spy)
+    table_module.metric_table(runs, keys=("final_eval_loss",))
     assert calls == [list(TABLE_METRICS), ["final_eval_loss"]]
 
 
