@@ -302,7 +302,8 @@ def test_the_playground_table_and_the_text_table_read_the_same_rows(tiny_config,
 
 def test_the_chapters_runs_are_shown_from_the_start_and_a_press_adds_to_them(small, tmp_path):
     chapter = [fake_run(small, "chapter base"), fake_run(small.replace(learning_rate=1e-3), "chapter lr", i=1)]
-    chapter[0].metrics["data_sha256"] = data_fingerprint(small)  # as train() records it
+    chapter[0].metrics["data_sha256"] = data_fingerprint(small)  # as train() records them
+    chapter[0].key = RunCache.key_for(small)[0]
     pg = make(small, tmp_path, runs=chapter)
     assert pg.runs == chapter and pg.runs is not chapter  # the chapter's list is not appended to
     assert [r["label"] for r in pg.table()] == ["chapter base", "chapter lr"]
@@ -313,8 +314,8 @@ def test_the_chapters_runs_are_shown_from_the_start_and_a_press_adds_to_them(sma
 
     # the base knobs are the first chapter run's config: on show already, nothing is trained
     assert pg.run() is chapter[0] and pg.status == "already shown: chapter base" and len(pg.runs) == 2
-    # the second chapter run's config, but it records no data fingerprint (trained on data of
-    # unknown age): a press trains it anew, and the new curve joins the chapter's comparison
+    # the second chapter run's config, but it records no cache key (trained on data and weights
+    # of unknown age): a press trains it anew, and the new curve joins the chapter's comparison
     pg.set(learning_rate=1e-3)
     pg.click()
     assert len(pg.runs) == 3 and pg.runs[2].label == "lr=1e-3" and "trained" in pg.status
@@ -324,6 +325,26 @@ def test_the_chapters_runs_are_shown_from_the_start_and_a_press_adds_to_them(sma
     pg.click()
     assert len(pg.runs) == 3 and pg.status == "already shown: lr=1e-3"
     assert len(pg.figure("loss").axes[0].get_legend().get_texts()) == 6 and pg._table.value.count("<tr>") == 4
+
+
+def test_a_run_of_the_old_weights_is_not_shown_after_the_model_changes(small, tmp_path):
+    """The Playground asks the run cache for a config's key, which holds the model's identity:
+    after the model is re-converted (here: its folder's bytes change), the run on show is of
+    the old weights and a press trains the new ones, as train() would not find it cached."""
+    import shutil
+
+    from ftlab.setup.presets import resolve_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(resolve_model("tiny"), folder)
+    config = small.replace(model=str(folder))
+    old = fake_run(config, "old weights")
+    old.key = RunCache.key_for(config)[0]  # as train() records them
+    old.metrics["data_sha256"] = data_fingerprint(config)
+    pg = make(config, tmp_path / "runs", runs=[old])
+    assert pg.shown_run(config) is old
+    (folder / "NOTES.md").write_text("converted again\n")  # the folder's bytes, so its identity, change
+    assert pg.shown_run(config) is None
 
 
 def panels_png(pg, name):

@@ -28,9 +28,9 @@ from matplotlib.figure import Figure
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ftlab.config.run_config import RunConfig
-from ftlab.setup.data import data_fingerprint
 from ftlab.errors import ArgumentError
 from ftlab.memory import MiB
+from ftlab.runs.cache import RunCache
 from ftlab.runs.record import Run
 from ftlab.runs.table import metric_rows
 from ftlab.training.train import train
@@ -321,12 +321,14 @@ class Playground(RunnerWidget):
         return run
 
     def shown_run(self, config: RunConfig) -> Run | None:
-        """The completed run on show for ``config`` (same hash, same data as the file holds
-        now), if any: training it again would add a duplicate row and legend entry and
-        teach nothing, while an edited data file or an interrupted run is worth a new one."""
-        key = (config.hash(), data_fingerprint(config))
-        return next((r for r in self.runs
-                     if r.status == "completed" and (r.config_hash, r.metrics.get("data_sha256")) == key), None)
+        """The completed run on show for ``config`` as it would train now, if any: training
+        it again would add a duplicate row and legend entry and teach nothing, while an
+        edited data file, a re-converted model or an interrupted run is worth a new one.
+
+        "As it would train now" is the run cache's key (:meth:`RunCache.key_for`: config,
+        data bytes, model identity), asked of its one owner rather than rebuilt here."""
+        key, _ = RunCache.key_for(config)
+        return next((r for r in self.runs if r.status == "completed" and r.key == key), None)
 
     def _train(self, config: RunConfig, label: str, live: LiveLossCallback) -> tuple[Run, float]:
         """train() with the button disabled meanwhile: (the Run, seconds it took). A failure
