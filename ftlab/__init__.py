@@ -54,7 +54,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "ftlab.experiments.sweep": ("sweep", "arms", "train_each", "verdicts"),
     "ftlab.experiments.stats": ("compare", "compare_to_baseline", "proportion_interval"),
     "ftlab.experiments.search": ("search", "tune_search", "SearchError", "trial_rows", "trial_run", "best_trial",
-                                 "finished_trials", "steps_run", "steps_saved", "default_storage_url",
+                                 "best_so_far", "finished_trials", "steps_run", "steps_saved", "default_storage_url",
                                  "open_class_study", "contribute", "trainer_search_example"),
     "ftlab.experiments.search.trials": ("eval_points",),
     "ftlab.ui.plot": ("loss_unit", "plot_losses", "plot_lr", "plot_memory", "plot_arms", "plot_final",

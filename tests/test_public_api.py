@@ -106,3 +106,22 @@ def test_every_package_declares_all_once():
         if len(writes) != 1 or isinstance(writes[0], ast.AugAssign):
             wrong.append(f"{init.relative_to(PACKAGE_DIR.parent)}: {len(writes)} writes of __all__")
     assert not wrong, "; ".join(wrong)
+
+
+def test_the_readme_module_map_names_every_module():
+    """The README's module map is the folder tree: each module is named there, by its path
+    (``setup/presets``) or by its name in its folder's row (``memory/`` ... ``predict``)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("### Module map")
+    the_map = readme[start:readme.index("\n## ", start)]
+    missing = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = path.relative_to(PACKAGE_DIR).with_suffix("").parts
+        if parts[-1] in ("__init__", "__main__"):
+            continue
+        named = f"`{'/'.join(parts)}`" in the_map
+        in_folder_row = any(f"`{'/'.join(parts[:i])}/`" in row and f"`{parts[-1]}`" in row
+                            for row in the_map.splitlines() for i in range(1, len(parts)))
+        if not (named or in_folder_row):
+            missing.append("/".join(parts))
+    assert not missing, f"modules missing from the README's module map: {missing}"
