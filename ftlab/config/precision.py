@@ -18,20 +18,13 @@ The rules, and the measurements behind them (``benchmarks/precision.py``,
   scaling on MPS (torch >= 2.8), and neither has been measured for this workbook; set
   ``fp16=True`` yourself to try it.
 * CPU without native bf16 (no AVX512-BF16 or AMX, or not known): fp32. bf16 autocast is
-  then emulated, and it is not a little slower but many times slower. Measured on this
-  project's 2-core AMD EPYC host after it moved to hardware without AVX512 (AVX2 only, 2
-  threads): a ``tiny-pretrained`` full fine-tuning step at batch 8 x 256 took 0.26 s in
-  fp32 and 4.4 s under bf16 autocast (17x slower); a SmolLM2-135M LoRA step at batch
-  4 x 128 took 2.9 s and 123 s (43x slower); a 2048^2 matmul ran at 165 GFLOP/s in fp32
-  and under 1 GFLOP/s in bf16.
+  then emulated, and it is not a little slower but many times slower (an order of
+  magnitude and more per step; the figures are in ``benchmarks/README.md``, "precision.py").
 * CPU with native bf16: bf16 autocast for SmolLM2-135M and any other hub or local model
-  (their steps are matrix multiplies): measured on the same host while it still had
-  AVX512-BF16, a SmolLM2-135M step at 4 x 128 went from 2.14 to 1.15 s with LoRA and from
-  3.1 to 1.4 s fully fine-tuned (2 threads; bf16 matmul peak 785 GFLOP/s against 153 in
-  fp32). fp32 for the byte-level presets (``tiny``, ``tiny-pretrained``): their 128-wide
-  matrices are too small for bf16 to have been shown to pay (no measurement on a native
-  bf16 CPU yet: ``python benchmarks/precision.py`` there prints it), and fp32 keeps the
-  knob chapters' numbers, read against their seed noise, the same on every CPU.
+  (their steps are matrix multiplies, which bf16 made about twice as fast). fp32 for the
+  byte-level presets (``tiny``, ``tiny-pretrained``): their 128-wide matrices are too small
+  for bf16 to pay much, and fp32 keeps the knob chapters' numbers, read against their seed
+  noise, the same on every CPU.
 """
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ def freeze_heap_once() -> None:
     """Collect, then move every object alive now out of the garbage collector's reach, once per process.
 
     Why: Trainer starts each run with ``gc.collect()`` (accelerate's ``free_memory``), which scans every
-    object of the process, about 600,000 once torch, transformers and Optuna are imported: 0.24 s a run on
-    two cores, 7% of a chapter 08 search trial. Frozen objects are never scanned again, so each later
+    object of the process, hundreds of thousands once torch, transformers and Optuna are imported: a
+    measurable share of a short run such as a chapter 08 search trial (``benchmarks/README.md``, chapter
+    08). Frozen objects are never scanned again, so each later
     collection sees only what was made since. Memory freed by reference counting (a run's model and
     tensors) is freed as before; only a reference cycle already alive at the first run and dropped later
     stays in memory.
