@@ -51,7 +51,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "ftlab.training.step": ("weight_norm",),
     "ftlab.distributed": ("Plan", "average_gradients", "ring_all_reduce", "ring_traffic", "measure_or_explain",
                           "why_not_launch", "one_process"),
-    "ftlab.experiments.sweep": ("sweep", "arms", "train_each", "verdicts"),
+    "ftlab.experiments.sweep": ("arms", "train_each", "verdicts"),
     "ftlab.experiments.stats": ("compare", "compare_to_baseline", "proportion_interval"),
     "ftlab.experiments.search": ("search", "tune_search", "SearchError", "trial_rows", "trial_run", "best_trial",
                                  "best_so_far", "finished_trials", "steps_run", "steps_saved", "default_storage_url",

@@ -1,13 +1,15 @@
-"""Sweeps and arms: the same run with one knob changed, the basic experiment of every chapter.
+"""Sweeps and arms: the same run with one knob changed, under several seeds, the basic
+experiment of every chapter.
 
-A sweep is only a loop over ``train``, but writing it once keeps labels consistent and
-means every point comes from the run cache when a chapter is re-executed. Reading the
-runs into numbers and tables is :mod:`ftlab.runs.table`'s job, which needs no trainer.
+An arm is only a loop over ``train``, but writing it once keeps labels consistent, gives
+every arm the same seeds, and means every point comes from the run cache when a chapter is
+re-executed. Reading the runs into numbers and tables is :mod:`ftlab.runs.table`'s job,
+which needs no trainer.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from ftlab.config.profiles import profile_name
 from ftlab.config.run_config import RunConfig
@@ -17,22 +19,7 @@ from ftlab.experiments.stats import Comparison, compare_to_baseline
 from ftlab.training.parallel import default_workers, train_in_workers
 from ftlab.training.train import train
 
-__all__ = ["sweep", "train_each", "seed_runs", "arms", "verdicts"]
-
-
-def sweep(base: RunConfig, field: str, values: Iterable[Any], *, label: str | None = None,
-          retrain: bool = False, runs_dir: str | Path | None = None, progress: bool = True,
-          **fixed: Any) -> list[Run]:
-    """One Run per value of ``field`` (other fields from ``base`` and ``fixed``).
-
-    ``label`` is a format string with ``{value}`` (default: "field=value").
-    """
-    runs = []
-    for value in values:
-        config = base.replace(**fixed, **{field: value})
-        text = (label or f"{field}={{value}}").format(value=value)
-        runs.append(train(config, label=text, retrain=retrain, runs_dir=runs_dir, progress=progress))
-    return runs
+__all__ = ["arms", "seed_runs", "train_each", "verdicts"]
 
 
 def train_each(configs: Sequence[tuple[str, RunConfig]], *, retrain: bool = False,
