@@ -200,7 +200,7 @@ def test_sharding_shrinks_with_devices_and_ddp_never_does():
 
 
 def test_how_many_gpus_a_7b_and_70b_full_fine_tune_need():
-    rows = {(r["model"], r["gpu_gib"]): r for r in devices_needed()}
+    rows = {(r["model"], r["gpu_gib"]): r for r in devices_needed(weights="float32")}
     assert set(rows) == {(m, g) for m in ("7B", "70B") for g in (24, 40, 80)}
     for row in rows.values():
         assert row["full_ddp"] is None  # a full replica of a 7B fine-tune fits no card
@@ -211,17 +211,18 @@ def test_how_many_gpus_a_7b_and_70b_full_fine_tune_need():
     assert rows["7B", 40]["answer"].startswith("LoRA on one GPU")
     assert rows["70B", 24]["full_fsdp"] is None and rows["70B", 24]["answer"] == "no full fine-tune fits"
     assert rows["70B", 80]["answer"].startswith("QLoRA on one GPU") and rows["70B", 40]["full_fsdp"] > rows["70B", 80]["full_fsdp"]
-    # loaded in bf16, a 7B LoRA fits one 24 GiB card, and some count of 24 GiB cards trains a 70B
-    bf16 = {(r["model"], r["gpu_gib"]): r for r in devices_needed(weights="bfloat16")}
+    # loaded in bf16 (the default), a 7B LoRA fits one 24 GiB card, and some count of 24 GiB cards trains a 70B
+    bf16 = {(r["model"], r["gpu_gib"]): r for r in devices_needed()}
     assert bf16["7B", 24]["answer"].startswith("LoRA on one GPU") and bf16["70B", 24]["full_fsdp"] is not None
-    per_gpu = {r["method"]: r for r in fits_table(model_sizes=("7B",), devices=rows["7B", 80]["full_fsdp"], strategy="fsdp")}
+    per_gpu = {r["method"]: r for r in fits_table(model_sizes=("7B",), devices=rows["7B", 80]["full_fsdp"], strategy="fsdp",
+                                                  weights="float32")}
     assert per_gpu["full"]["fits_80GiB"] and "qlora" not in per_gpu  # NF4 weights are not sharded
 
 
 def test_cli_estimate_and_fits_take_devices_and_strategy(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
     assert main(["estimate", "--model", "tiny", "--method", "full", "--batch", "2", "--seq", "32", "--devices", "2",
-                 "--strategy", "fsdp"]) == 0
+                 "--strategy", "fsdp", "--weights", "float32"]) == 0
     out = capsys.readouterr().out
     expected = estimate(RunConfig(model="tiny", lora_r=0, per_device_train_batch_size=2, max_seq_length=32), devices=2,
                         strategy="fsdp")

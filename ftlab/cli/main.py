@@ -4,9 +4,9 @@ Everything here is one plain function call of the package, reachable without a n
 
     ftlab prepare [--profile cpu|gpu|ci] [--chapters 01 02 ...]   # before a workshop
     ftlab runs list | show ID | remove ID | export ID --format csv|json|tensorboard
-    ftlab estimate --model 7B --method qlora --batch 1 --seq 2048 [--checkpointing] [--optim NAME] [--bf16]
+    ftlab estimate --model 7B --method qlora --batch 1 --seq 2048 [--checkpointing] [--optim NAME] [--weights float32 [--bf16]]
     ftlab estimate ... --devices 8 --strategy fsdp      # one GPU's share of a data-parallel run
-    ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80] [--devices 8 --strategy fsdp | --devices-needed]
+    ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80] [--weights float32] [--loss chunked] [--devices 8 --strategy fsdp | --devices-needed]
     ftlab train CONFIG.json
     ftlab doctor                  # versions, device, precision, what fits, front end: paste into a bug report
 
@@ -28,9 +28,11 @@ from typing import Sequence
 from ftlab.cli.common import CliError, run_steps, size, table
 from ftlab.config.run_config import OPTIMIZERS, RunConfig
 from ftlab.errors import ConfigFileError, FtlabError
-from ftlab.memory.fits import WEIGHTS, assumptions
+from ftlab.memory.fits import DEFAULT_WEIGHTS, LOSSES, WEIGHTS, assumptions, gpu_setup
 from ftlab.memory import (MODEL_SIZES, STRATEGIES, busiest_rank, communication_bytes, devices_needed, estimate,
                           fits_table, gathered_bytes, model_architecture, setup_for)
+from ftlab.memory.architecture import Architecture, Setup
+from ftlab.memory.predict import breakdown, check_strategy
 from ftlab.setup.models import PRESETS, resolve_model
 from ftlab.cli.prepare import cmd_prepare
 from ftlab.cli.doctor import cmd_doctor
@@ -59,26 +61,46 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         resolve_model(name)  # a missing folder or an unreachable hub id: its own clear error
         arch = model_architecture(name)
         what = f"{args.model} ({arch.parameter_count() / 1e6:.1f}M parameters)"
-    rank = busiest_rank(arch, setup_for(config), args.devices, args.strategy) if args.devices >= 1 else 0
-    b = estimate(config, model_config=arch, devices=args.devices, strategy=args.strategy, rank=rank)
+    setup = _estimate_setup(args, config)
+    check_strategy("estimate", args.strategy, args.devices, setup)
+    rank = busiest_rank(arch, setup, args.devices, args.strategy)
+    b = (estimate(config, model_config=arch, devices=args.devices, strategy=args.strategy, rank=rank)
+         if setup.device == "cpu" else
+         breakdown(arch, setup, args.batch, args.seq, devices=args.devices, strategy=args.strategy, rank=rank))
     method = {"full": "full fine-tune", "lora": f"LoRA r={config.lora_r} on {', '.join(config.lora_target_modules)}",
               "qlora": f"QLoRA (NF4 base) r={config.lora_r} on {', '.join(config.lora_target_modules)}"}[args.method]
-    extras = [config.optim] + (["bf16 autocast"] if args.bf16 else []) + (["gradient checkpointing"] if args.checkpointing else [])
+    compute = "bf16 weights and compute" if setup.device == "cuda" else "fp32 weights" + (", bf16 autocast" if args.bf16 else "")
+    extras = [config.optim, compute] + (["gradient checkpointing"] if args.checkpointing else [])
     print(f"one training step of {what}: {method}, batch {args.batch} x {args.seq} tokens, {', '.join(extras)}")
     for key in ("weights", "gradients", "optimizer", "activations"):
         print(f"  {key:12s}{size(getattr(b, key)):>12s}")
     print(f"  {'total':12s}{size(b.total):>12s}")
     if args.devices > 1 or args.strategy != "ddp":
-        _print_scale_out(args, config, arch, rank)
-    print("as ftlab trains it: fp32 weights (bf16 means autocast), no CUDA context or allocator slack; "
-          "`ftlab fits` shows bf16 weights on a GPU")
+        _print_scale_out(args, setup, arch, rank)
+    print(f"assumed: {assumptions(args.weights, config, args.loss)}; no CUDA context or allocator slack, no "
+          f"transient buffers (`ftlab fits` adds them)")
+    if setup.device == "cpu":
+        print("this is the step as ftlab's own runs take it (fp32 weights), exact to the byte on a CPU")
     return 0
 
 
-def _print_scale_out(args: argparse.Namespace, config: RunConfig, arch: object, rank: int) -> None:
+def _estimate_setup(args: argparse.Namespace, config: RunConfig) -> Setup:
+    """What ``estimate`` predicts: a bf16 base on a GPU (the default, as TRL, axolotl and Unsloth
+    fine-tune), or with ``--weights float32`` the step as ftlab's own runs take it (fp32 weights,
+    ``--bf16`` for autocast), which the CPU measurement checks to the byte."""
+    if args.weights == "float32":
+        if args.loss != "cross_entropy":
+            raise CliError("--loss chunked is predicted for the GPU accounting (--weights bfloat16): ftlab's own runs "
+                           "compute transformers' plain cross-entropy")
+        return setup_for(config)
+    if args.bf16:
+        raise CliError("--bf16 (autocast) goes with --weights float32: a bf16 base already computes in bf16")
+    return gpu_setup(config, args.weights, args.loss)
+
+
+def _print_scale_out(args: argparse.Namespace, setup: Setup, arch: Architecture, rank: int) -> None:
     """What ``estimate --devices/--strategy`` adds: whose breakdown that was, the whole layers FSDP
     gathers beside its shards, and the collectives' payload per step."""
-    setup = setup_for(config)
     print(f"the above is rank {rank} of {args.devices} (the busiest), each on batch {args.batch}: {STRATEGIES[args.strategy]}")
     print(f"  {'gathered':12s}{size(gathered_bytes(arch, setup, args.strategy)):>12s}   whole parameters held beside the "
           f"shards while they compute (on a GPU FSDP also prefetches the next layer)")
@@ -91,7 +113,7 @@ def cmd_fits(args: argparse.Namespace) -> int:
         return _print_devices_needed(args)
     rows = fits_table(model_sizes=args.models, gpus_gib=args.gpus, batch=args.batch, seq_len=args.seq,
                       gradient_checkpointing=not args.no_checkpointing, devices=args.devices, strategy=args.strategy,
-                      weights=args.weights)
+                      weights=args.weights, loss=args.loss)
     header = ["model", "source", "method", "total GiB"] + [f"{g} GiB" for g in args.gpus]
     body = [[r["model"], r["source"], r["method"], r["total_gib"]] + [r[f"fits_{g}GiB"] for g in args.gpus] for r in rows]
     per_gpu = (f" on each of {args.devices} GPUs with {args.strategy} (the busiest one)"
@@ -99,7 +121,8 @@ def cmd_fits(args: argparse.Namespace) -> int:
     print(f"what fits: one step of batch {args.batch} x {args.seq} tokens{per_gpu}, "
           f"{'with' if not args.no_checkpointing else 'without'} gradient checkpointing, 10% of each card kept free")
     print(table(body, header))
-    print(f"assumed: {assumptions(args.weights)} (ftlab.memory.fits; the MemoryPredictor widget uses the same)")
+    print(f"assumed: {assumptions(args.weights, loss=args.loss)} (ftlab.memory.fits; the MemoryPredictor widget uses "
+          f"the same)")
     return 0
 
 
@@ -209,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seq", type=int, default=128, help="tokens per sequence (default 128)")
     e.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
     e.add_argument("--optim", choices=OPTIMIZERS, default="adamw_torch")
-    e.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    e.add_argument("--weights", choices=tuple(WEIGHTS), default=DEFAULT_WEIGHTS,
+                   help="bfloat16 (default): a bf16 base on a GPU, fp32 adapters and optimizer state, bf16 compute; "
+                        "float32: the step as ftlab's own runs take it (fp32 weights)")
+    e.add_argument("--bf16", action="store_true", help="bf16 autocast over fp32 weights (with --weights float32)")
+    e.add_argument("--loss", choices=tuple(LOSSES), default="cross_entropy",
+                   help="cross_entropy (default) or chunked: a chunked/fused loss (Liger, Cut Cross-Entropy)")
     e.add_argument("--lora-r", type=int, default=8, help="LoRA rank for lora/qlora (default 8)")
     e.add_argument("--devices", type=int, default=1, help="processes / GPUs training together, each on --batch "
                                                            "(default 1)")
@@ -224,8 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--gpus", type=int, nargs="+", default=[16, 24, 48, 80], metavar="GIB")
     f.add_argument("--models", nargs="+", choices=list(MODEL_SIZES), default=list(MODEL_SIZES), metavar="SIZE")
     f.add_argument("--no-checkpointing", action="store_true")
-    f.add_argument("--weights", choices=tuple(WEIGHTS), default="float32",
-                   help="how the unquantized weights are stored: float32, as ftlab loads them (default), or bfloat16")
+    f.add_argument("--weights", choices=tuple(WEIGHTS), default=DEFAULT_WEIGHTS,
+                   help="how the unquantized weights are stored: bfloat16, as practitioners load a base (default), "
+                        "or float32, as ftlab's own runs load it")
+    f.add_argument("--loss", choices=tuple(LOSSES), default="cross_entropy",
+                   help="cross_entropy (default) or chunked: a chunked/fused loss (Liger, Cut Cross-Entropy)")
     f.add_argument("--devices", type=int, default=1, help="GPUs training together, each on --batch (default 1)")
     f.add_argument("--strategy", choices=tuple(STRATEGIES), default="ddp", help="how they split the model (default ddp)")
     f.add_argument("--devices-needed", action="store_true",
