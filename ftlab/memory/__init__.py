@@ -24,11 +24,12 @@ __all__ = ["MemoryBreakdown", "MEMORY_PARTS", "MiB", "GiB", "tensor_bytes", "wei
            "optimizer_state_bytes", "ActivationMeter", "measure_training_step", "describe_model", "Architecture",
            "model_architecture", "setup_for", "estimate", "MODEL_SIZES", "fits_table", "transient_bytes"]
 
-from ftlab.memory.fits import assumptions, devices_needed, gpu_need
-from ftlab.memory.predict import STRATEGIES, busiest_rank, communication_bytes, gathered_bytes, shard_rows
+from ftlab.memory.fits import assumptions, devices_needed, gpu_need, zero_paper_bytes
+from ftlab.memory.predict import (STRATEGIES, busiest_rank, communication_bytes, gathered_bytes, ring_traffic, shard_rows,
+                                  wire_bytes)
 
 __all__ += ["STRATEGIES", "busiest_rank", "communication_bytes", "gathered_bytes", "shard_rows", "devices_needed", "gpu_need",
-            "assumptions"]
+            "assumptions", "ring_traffic", "wire_bytes", "zero_paper_bytes"]
 
 from ftlab.memory.peak import LiveTensors, StepPeak, measure_step_peak
 

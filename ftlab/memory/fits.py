@@ -248,6 +248,28 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
     return rows
 
 
+ZERO_STAGES: dict[str, int] = {"ddp": 0, "zero1": 1, "zero2": 2, "fsdp": 3}
+"""Each strategy of :data:`~ftlab.memory.predict.STRATEGIES` as the ZeRO paper's stage (0: plain data parallelism)."""
+
+
+def zero_paper_bytes(parameters: int, devices: int, stage: int) -> float:
+    """Model-state bytes per GPU by the ZeRO paper's mixed-precision rule (Rajbhandari et al., 2020).
+
+    Ψ parameters trained with Adam in mixed precision hold 2Ψ bytes of fp16/bf16 weights, 2Ψ of
+    16-bit gradients and 12Ψ of optimizer state (fp32 master weights, momentum, variance).
+    Stage 1 divides the 12Ψ by the N devices, stage 2 also the gradients, stage 3 everything:
+    (2 + 2 + 12)Ψ/N. No activations, no transient buffers, no gathered layers: a floor, which
+    is why it needs fewer GPUs than :func:`devices_needed`, which counts them.
+    """
+    if stage not in (0, 1, 2, 3):
+        raise ArgumentError("zero_paper_bytes", "stage", stage, "0 (DDP), 1, 2 or 3")
+    if not (isinstance(devices, int) and devices >= 1):
+        raise ArgumentError("zero_paper_bytes", "devices", devices, "an int >= 1")
+    weights, gradients, optimizer = 2 * parameters, 2 * parameters, 12 * parameters
+    return (weights / (devices if stage >= 3 else 1) + gradients / (devices if stage >= 2 else 1)
+            + optimizer / (devices if stage >= 1 else 1))
+
+
 def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterable[int] = (24, 40, 80),
                    strategies: Iterable[str] = tuple(STRATEGIES), batch: int = 1, seq_len: int = 2048,
                    gradient_checkpointing: bool = True, max_devices: int = 1024,
@@ -259,8 +281,10 @@ def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterabl
     GPUs (up to ``max_devices``; None if even that many do not fit) on which one GPU's
     predicted need (:func:`gpu_need`, ``batch`` sequences per GPU, ``weights`` as in
     :func:`fits_table`) fits, ``lora_on_one`` /
-    ``qlora_on_one`` whether LoRA / QLoRA fit one GPU, and ``answer`` the fewest GPUs that
-    train the model, in words. Sharding divides weights, gradients and optimizer state, never
+    ``qlora_on_one`` whether LoRA / QLoRA fit one GPU, ``answer`` the fewest GPUs that
+    train the model, in words, and beside each ``full_<strategy>`` the ``paper_<strategy>``
+    count that the ZeRO paper's (2 + 2 + 12)Ψ rule (:func:`zero_paper_bytes`, model states
+    only) gives for the same stage. Sharding divides weights, gradients and optimizer state, never
     the activations, the transient buffers or (FSDP) the gathered layers: that floor is why a
     size may never fit a small card, however many there are. Memory decides this table, not
     quality: LoRA and QLoRA train far fewer weights than a full fine-tune.
@@ -279,6 +303,9 @@ def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterabl
             row: dict[str, Any] = {"model": size, "source": arch.source, "gpu_gib": gpu}
             for s in strategies:
                 row[f"full_{s}"] = next((n for n in counts if fits(need[s, n], gpu)), None)
+                row[f"paper_{s}"] = next((n for n in counts if zero_paper_bytes(arch.parameter_count(), n,
+                                                                               ZERO_STAGES[s]) <= (1 - HEADROOM) * gpu * GiB),
+                                         None)
             row["lora_on_one"], row["qlora_on_one"] = fits(one["lora"], gpu), fits(one["qlora"], gpu)
             row["answer"] = _answer(row, strategies)
             rows.append(row)
