@@ -11,7 +11,10 @@ breakdown, measure, architecture, activations, predict, fits; the package sits a
 ``ftlab.setup.models`` (predict resolves preset names with it), so ``ftlab.setup.models`` must import
 nothing from ``ftlab.memory``: importing any submodule first runs this file, which imports
 ``predict``.
-:mod:`~ftlab.memory.peak` (the peak of live bytes through a step) imports only ``measure``.
+:mod:`~ftlab.memory.peak` (the peak of live bytes through a step) imports only ``measure``;
+:mod:`~ftlab.memory.peers` (ftlab's answer beside accelerate's, DeepSpeed's and the ZeRO
+paper's) sits above ``fits`` and is imported by name, not here: it builds empty models with
+accelerate and may import DeepSpeed.
 """
 from ftlab.memory.architecture import Architecture
 from ftlab.memory.breakdown import MEMORY_PARTS, GiB, MemoryBreakdown, MiB
