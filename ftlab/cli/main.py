@@ -77,10 +77,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     print(f"  {'total':12s}{size(b.total):>12s}")
     if args.devices > 1 or args.strategy != "ddp":
         _print_scale_out(args, setup, arch, rank)
-    print(f"assumed: {assumptions(args.weights, config, args.loss)}; no CUDA context or allocator slack, no "
-          f"transient buffers (`ftlab fits` adds them)")
-    if setup.device == "cpu":
-        print("this is the step as ftlab's own runs take it (fp32 weights), exact to the byte on a CPU")
+    storage = (WEIGHTS[args.weights] if setup.device == "cuda" else
+               "the step as ftlab's own runs take it (fp32 weights), exact to the byte on a CPU")
+    print(f"assumed: {storage}; {LOSSES[args.loss]}; no transient buffers, CUDA context or headroom (`ftlab fits` "
+          f"adds them; --weights {'float32' if setup.device == 'cuda' else DEFAULT_WEIGHTS} for the other accounting)")
     return 0
 
 

@@ -11,7 +11,10 @@ Four answers to one question (one GPU, batch 1 x 2048, AdamW):
   called here offline; the command itself needs the hub for the config.
 * **DeepSpeed** ``estimate_zero2_model_states_mem_needs`` / ``estimate_zero3_...`` without
   offload, on one GPU: model states only (2 + 18 bytes a parameter; ZeRO-3 adds 4 bytes x the
-  largest layer). Called from DeepSpeed when it is installed, else its published formulas.
+  largest layer). Called from DeepSpeed when it is installed, else its published formulas
+  (``tests/test_peers.py`` checks the two agree wherever DeepSpeed is installed; DeepSpeed
+  0.19.8 agreed for 7B on 1 and 8 GPUs). DeepSpeed is not a dependency of ftlab: installed,
+  it is imported by transformers' Trainer and prints a warning on stdout.
 * **The ZeRO paper's** mixed-precision rule, (2 + 2 + 12)Ψ/N (:func:`~ftlab.memory.fits.zero_paper_bytes`).
 
 accelerate and DeepSpeed size a full fine-tune only; for LoRA and QLoRA rows they have no
