@@ -287,6 +287,7 @@ def _shown_mechanisms() -> dict[str, Any]:
     """The names chapters print with ``code_of``, as they are bound in the chapters."""
     from ftlab.lessons import accumulation, checkpointing, halving, lion, lora, neftune, quant, random_search, schedules
     from ftlab.lessons import weight_decay as wd
+    from ftlab.lessons.chunked_loss import ChunkedCrossEntropy
     return {"warmup_cosine_lr": schedules.warmup_cosine_lr, "wd.adamw_step": wd.adamw_step,
             "wd.adam_l2_step": wd.adam_l2_step, "neftune_noise": neftune.neftune_noise,
             "attach_neftune": neftune.attach_neftune, "lion_step": lion.lion_step,
@@ -294,7 +295,9 @@ def _shown_mechanisms() -> dict[str, Any]:
             "RecomputeInBackward.forward": checkpointing.RecomputeInBackward.forward,
             "RecomputeInBackward.backward": checkpointing.RecomputeInBackward.backward,
             "random_points": random_search.random_points, "asha_stops": halving.asha_stops,
-            "lora_forward": lora.lora_forward, "lora_scaling": lora.lora_scaling, "quantize_nf4": quant.quantize_nf4}
+            "lora_forward": lora.lora_forward, "lora_scaling": lora.lora_scaling, "quantize_nf4": quant.quantize_nf4,
+            "ChunkedCrossEntropy.forward": ChunkedCrossEntropy.forward,
+            "ChunkedCrossEntropy.backward": ChunkedCrossEntropy.backward}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

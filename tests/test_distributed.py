@@ -21,7 +21,7 @@ from ftlab.distributed import DistributedError, LaunchError, Plan, launch, measu
 from ftlab.distributed import launcher
 from ftlab.errors import ArgumentError, ConfigError
 from ftlab.memory import (MEMORY_PARTS, STRATEGIES, communication_bytes, devices_needed, estimate, fits_table,
-                          gathered_bytes, model_architecture, setup_for, shard_rows)
+                          gathered_bytes, model_architecture, setup_for, shard_rows, wire_bytes, zero_paper_bytes)
 from ftlab.memory.predict import zero1_owners
 
 TOLERANCE = 1e-5
@@ -103,6 +103,25 @@ def test_from_scratch_all_reduce_equals_ddp(result):
         assert check["own_vs_ddp"] > 1e-3 * check["largest_gradient"]  # not averaged: different
         assert check["all_reduce_vs_ddp"] <= 1e-6 and check["ring_vs_ddp"] <= 1e-6
         assert check["ring_sent_bytes"] == check["gradient_bytes"]  # 2(N-1)/N of them, N = 2
+
+
+def test_bytes_on_the_wire_are_the_counted_payloads_on_a_ring(result, plan):
+    arch, setup = model_architecture(plan.config.model), setup_for(plan.rank_config)
+    for strategy in STRATEGIES:
+        assert ring_traffic(result.comm(strategy), plan.nproc) == wire_bytes(arch, setup, plan.nproc, strategy)
+
+
+def test_the_averaging_lesson_on_prompt_masked_data(result):
+    """Issue 38: with labels -100 on prompts the ranks' token counts differ, so the mean of the
+    ranks' mean losses is not the batch's token mean, and neither are its averaged gradients;
+    dividing by the token count of all ranks (average_tokens_across_devices) is one process's step."""
+    checks = [report["averaging"] for report in result.ranks]
+    assert len({c["tokens"] for c in checks}) > 1, "the ranks' rows must hold different numbers of labelled tokens"
+    assert all(c["tokens_all_ranks"] == sum(d["tokens"] for d in checks) for c in checks)
+    for c in checks:
+        assert abs(c["token_mean_loss"] - c["one_process_loss"]) <= TOLERANCE
+        assert abs(c["mean_of_means_loss"] - c["one_process_loss"]) > 10 * TOLERANCE
+        assert c["token_mean_vs_one"] <= 1e-6 < 1e-3 * c["largest_gradient"] < c["mean_of_means_vs_one"]
 
 
 def test_the_gpu_command_is_the_one_that_ran_and_parses(plan, tmp_path):
@@ -200,7 +219,7 @@ def test_sharding_shrinks_with_devices_and_ddp_never_does():
 
 
 def test_how_many_gpus_a_7b_and_70b_full_fine_tune_need():
-    rows = {(r["model"], r["gpu_gib"]): r for r in devices_needed()}
+    rows = {(r["model"], r["gpu_gib"]): r for r in devices_needed(weights="float32")}
     assert set(rows) == {(m, g) for m in ("7B", "70B") for g in (24, 40, 80)}
     for row in rows.values():
         assert row["full_ddp"] is None  # a full replica of a 7B fine-tune fits no card
@@ -211,17 +230,18 @@ def test_how_many_gpus_a_7b_and_70b_full_fine_tune_need():
     assert rows["7B", 40]["answer"].startswith("LoRA on one GPU")
     assert rows["70B", 24]["full_fsdp"] is None and rows["70B", 24]["answer"] == "no full fine-tune fits"
     assert rows["70B", 80]["answer"].startswith("QLoRA on one GPU") and rows["70B", 40]["full_fsdp"] > rows["70B", 80]["full_fsdp"]
-    # loaded in bf16, a 7B LoRA fits one 24 GiB card, and some count of 24 GiB cards trains a 70B
-    bf16 = {(r["model"], r["gpu_gib"]): r for r in devices_needed(weights="bfloat16")}
+    # loaded in bf16 (the default), a 7B LoRA fits one 24 GiB card, and some count of 24 GiB cards trains a 70B
+    bf16 = {(r["model"], r["gpu_gib"]): r for r in devices_needed()}
     assert bf16["7B", 24]["answer"].startswith("LoRA on one GPU") and bf16["70B", 24]["full_fsdp"] is not None
-    per_gpu = {r["method"]: r for r in fits_table(model_sizes=("7B",), devices=rows["7B", 80]["full_fsdp"], strategy="fsdp")}
+    per_gpu = {r["method"]: r for r in fits_table(model_sizes=("7B",), devices=rows["7B", 80]["full_fsdp"], strategy="fsdp",
+                                                  weights="float32")}
     assert per_gpu["full"]["fits_80GiB"] and "qlora" not in per_gpu  # NF4 weights are not sharded
 
 
 def test_cli_estimate_and_fits_take_devices_and_strategy(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
     assert main(["estimate", "--model", "tiny", "--method", "full", "--batch", "2", "--seq", "32", "--devices", "2",
-                 "--strategy", "fsdp"]) == 0
+                 "--strategy", "fsdp", "--weights", "float32"]) == 0
     out = capsys.readouterr().out
     expected = estimate(RunConfig(model="tiny", lora_r=0, per_device_train_batch_size=2, max_seq_length=32), devices=2,
                         strategy="fsdp")
@@ -233,3 +253,66 @@ def test_cli_estimate_and_fits_take_devices_and_strategy(capsys, tmp_path, monke
     assert "on each of 8 GPUs with zero1" in capsys.readouterr().out
     assert main(["estimate", "--model", "tiny", "--devices", "0"]) == 1
     assert "estimate(devices=0)" in capsys.readouterr().err
+
+
+def test_bytes_on_the_wire_zero2_as_ddp_fsdp_and_torch_zero1_half_again():
+    """The ZeRO paper's result, per rank on a ring: ZeRO-2 moves DDP's bytes (reduce-scatter +
+    all-gather = one all-reduce), ZeRO-3/FSDP 1.5x (the weights gathered twice), torch's ZeRO-1
+    1.5x (DDP's all-reduce, then a broadcast of the updated weights); gathering bf16 copies of
+    fp32 weights, as FSDP does on GPUs, brings FSDP back to 1.0x. The payload sums are 2x/2x/3x."""
+    config = RunConfig(model="tiny", lora_r=0)
+    arch, setup = model_architecture("tiny"), setup_for(config)
+    for n in (2, 4, 8):
+        ddp = wire_bytes(arch, setup, n, "ddp")
+        ratio = {s: wire_bytes(arch, setup, n, s) / ddp for s in STRATEGIES}
+        assert ratio["zero2"] == pytest.approx(1.0, abs=0.01) and ratio["fsdp"] == pytest.approx(1.5, abs=0.01)
+        assert ratio["zero1"] == pytest.approx(1.5, abs=1e-9)
+        assert wire_bytes(arch, setup, n, "fsdp", gather_elem=2) / ddp == pytest.approx(1.0, abs=0.01)
+    payload = {s: sum(communication_bytes(arch, setup, 2, s).values()) for s in STRATEGIES}
+    assert payload["fsdp"] / payload["ddp"] == pytest.approx(3.0, abs=0.02)
+    with pytest.raises(ArgumentError, match="gather_elem=3"):
+        communication_bytes(arch, setup, 2, "fsdp", gather_elem=3)
+
+
+def test_token_count_averaging_is_the_whole_batch_without_processes():
+    """Two ranks simulated in one process: each rank's token_mean_loss with the count of both
+    ranks' labelled tokens, gradients averaged as an all-reduce would, equals the whole batch's
+    gradient; the mean of the ranks' own mean losses does not."""
+    import torch
+    from ftlab.distributed.scratch import IGNORE_INDEX, flat_gradients, labelled_tokens, token_mean_loss
+    from ftlab.setup.models import load_model
+    model, _ = load_model(RunConfig(model="tiny", lora_r=0))
+    ids = torch.randint(0, 200, (4, 24), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:2, :18] = IGNORE_INDEX  # rank 0's rows: long prompts; rank 1's: short ones
+    labels[2:, :3] = IGNORE_INDEX
+    halves = [{"input_ids": ids[i:i + 2], "labels": labels[i:i + 2]} for i in (0, 2)]
+    model(input_ids=ids, labels=labels).loss.backward()
+    whole = flat_gradients(model)
+    model.zero_grad(set_to_none=True)
+    total = sum(labelled_tokens(h["labels"]) for h in halves)
+    assert total == labelled_tokens(labels) and labelled_tokens(halves[0]["labels"]) < labelled_tokens(halves[1]["labels"])
+    averaged = {}
+    for name, loss_of in (("token_mean", lambda h: token_mean_loss(model, h, total, 2)),
+                          ("mean_of_means", lambda h: model(**h).loss)):
+        grads = []
+        for half in halves:
+            loss_of(half).backward()
+            grads.append(flat_gradients(model))
+            model.zero_grad(set_to_none=True)
+        averaged[name] = (grads[0] + grads[1]) / 2
+    assert (averaged["token_mean"] - whole).abs().max() <= 1e-6
+    assert (averaged["mean_of_means"] - whole).abs().max() > 1e-3 * whole.abs().max()
+
+
+def test_the_zero_papers_rule_and_strategy_names():
+    psi = 7_000_000_000
+    assert zero_paper_bytes(psi, 8, 3) == 16 * psi / 8 and zero_paper_bytes(psi, 8, 0) == 16 * psi
+    assert zero_paper_bytes(psi, 8, 1) == 4 * psi + 12 * psi / 8 and zero_paper_bytes(psi, 8, 2) == 2 * psi + 14 * psi / 8
+    with pytest.raises(ArgumentError, match="stage=4"):
+        zero_paper_bytes(psi, 8, 4)
+    for row in devices_needed():
+        for s in STRATEGIES:  # the paper's rule counts model states only: never more GPUs than ftlab's need
+            assert row[f"full_{s}"] is None or (row[f"paper_{s}"] is not None and row[f"paper_{s}"] <= row[f"full_{s}"])
+    assert "SHARD_GRAD_OP" in STRATEGIES["zero2"] and "replicated" in STRATEGIES["zero2"]
+    assert "FULL_SHARD" in STRATEGIES["fsdp"] and "ZeRO-3" in STRATEGIES["fsdp"]

@@ -29,9 +29,9 @@ def lines_of(f: Findings) -> str:
 @pytest.mark.parametrize("caps, expected", [
     (T4, ["device: CUDA Tesla T4, 14.7 GiB, bf16 no", "profile: gpu (CUDA present)",
           "precision, smollm2-135m: fp16 autocast with loss scaling (Tesla T4 has no bf16",
-          "fits in 14 GiB CUDA: full 0.5B · lora 1.5B · qlora 13B"]),
+          "fits in 14 GiB CUDA: full 0.5B · lora 3B · qlora 13B"]),
     (A100, ["device: CUDA NVIDIA A100-SXM4-40GB, 39.4 GiB, bf16 yes", "precision, smollm2-135m: bf16 autocast",
-            "fits in 39 GiB CUDA: full 1.5B · lora 7B · qlora 13B"]),
+            "fits in 39 GiB CUDA: full 1.5B · lora 13B · qlora 13B"]),
     (MAC, ["device: Apple MPS, 11.0 GiB recommended for Metal", "QLoRA and 8-bit optimizers are refused",
            "profile: cpu (no CUDA)", "precision, smollm2-135m: fp32 (Apple MPS"]),
     (CPU_BF16, ["device: CPU AMD EPYC 9R14, 2 torch threads", "CPU native bf16: yes (avx512_bf16 or amx_bf16",

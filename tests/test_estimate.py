@@ -22,7 +22,8 @@ from ftlab.config.run_config import OPTIMIZERS
 from ftlab.errors import ModelNotFoundError
 from ftlab.memory import (Architecture, MemoryBreakdown, estimate, measure_training_step, model_architecture, setup_for,
                           weight_bytes)
-from ftlab.memory.fits import MODEL_SIZES, fits_table
+from ftlab.memory.activations import activation_bytes, activation_parts
+from ftlab.memory.fits import MODEL_SIZES, fits_table, gpu_setup, method_config
 from ftlab.memory.predict import breakdown
 from ftlab.setup.models import count_parameters, load_model
 from ftlab.setup.presets import TINY_CONFIG, resolve_model
@@ -225,7 +226,7 @@ def test_model_sizes_match_published_parameter_counts():
 
 
 def test_fits_table_sanity():
-    rows = fits_table()
+    rows = fits_table(weights="float32")
     by = {(r["model"], r["method"]): r for r in rows}
     assert len(rows) == 7 * 3
     assert not by["70B", "full"]["fits_80GiB"]  # ~12 bytes/param for 70B params: hundreds of GiB
@@ -245,7 +246,8 @@ def test_fits_table_sanity():
             assert fits == sorted(fits)  # a bigger card never turns a fit into a miss
             assert r["total"] == r["weights"] + r["gradients"] + r["optimizer"] + r["activations"] + r["transient"]
     # checkpointing shrinks the saved activations of the same step
-    no_ckpt = {(r["model"], r["method"]): r for r in fits_table(model_sizes=("8B",), gradient_checkpointing=False)}
+    no_ckpt = {(r["model"], r["method"]): r for r in fits_table(model_sizes=("8B",), gradient_checkpointing=False,
+                                                                 weights="float32")}
     assert no_ckpt["8B", "lora"]["activations"] > 5 * by["8B", "lora"]["activations"]
     # fp32 weights, as ftlab loads them: a full fine-tune holds 16 bytes a parameter before activations, so an
     # 8B LoRA's frozen fp32 base alone outgrows a 24 GiB card
@@ -253,15 +255,42 @@ def test_fits_table_sanity():
         r, n = by[size, "full"], MODEL_SIZES[size].parameter_count()
         assert r["weights"] + r["gradients"] + r["optimizer"] == 16 * n and r["weights"] == 4 * n
     assert not by["8B", "lora"]["fits_24GiB"] and by["8B", "lora"]["fits_80GiB"] and by["8B", "qlora"]["fits_16GiB"]
-    # a model loaded in bf16 (12 bytes a parameter, fp32 moments): the well-known data point, 7-8B LoRA needs a
-    # 24 GiB card and QLoRA fits 16 GiB
-    bf16 = {(r["model"], r["method"]): r for r in fits_table(model_sizes=sizes, weights="bfloat16")}
+    # a model loaded in bf16 (the default; 12 bytes a parameter, fp32 moments): the well-known data point, 7-8B
+    # LoRA needs a 24 GiB card and QLoRA fits 16 GiB
+    bf16 = {(r["model"], r["method"]): r for r in fits_table(model_sizes=sizes)}
     for size in sizes:
         r, n = bf16[size, "full"], MODEL_SIZES[size].parameter_count()
         assert r["weights"] + r["gradients"] + r["optimizer"] == 12 * n and r["total"] < by[size, "full"]["total"]
     assert bf16["8B", "qlora"]["fits_16GiB"] and not bf16["8B", "lora"]["fits_16GiB"] and bf16["8B", "lora"]["fits_24GiB"]
     with pytest.raises(ValueError, match=r"weights='fp16'"):
         fits_table(weights="fp16")
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("size", ["7B", "8B"])
+def test_a_bf16_model_never_saves_more_activations_than_fp32_weights(method, checkpointing, size):
+    """Issue 38: a model loaded in bf16 computes attention in bf16, so SDPA runs a fused kernel
+    there, as under autocast; only fp32 attention runs the math kernel with its fp32
+    batch x heads x L x L probabilities. Chapter 06's exercise shape (1 x 2048) and a batch."""
+    config = method_config(method, checkpointing)
+    arch = MODEL_SIZES[size]
+    fp32_compute = replace(gpu_setup(config, "float32"), autocast=False)
+    for batch, seq in ((1, 2048), (4, 512)):
+        bf16 = activation_parts(arch, gpu_setup(config, "bfloat16"), batch, seq)
+        assert not any(key.endswith("attn_probs") for key in bf16)  # the fused kernels' saves, not the math kernel's
+        for fp32 in (gpu_setup(config, "float32"), fp32_compute):  # under autocast, and computing in fp32
+            assert sum(bf16.values()) <= activation_bytes(arch, fp32, batch, seq), (fp32.autocast, batch, seq)
+
+
+def test_the_kernel_follows_the_attention_dtype_not_autocast():
+    """On CUDA the math kernel runs for fp32 q/k/v only; on CPU never."""
+    arch, config = MODEL_SIZES["7B"], method_config("lora", False)
+    fp32, bf16 = (replace(gpu_setup(config, w), autocast=False) for w in ("float32", "bfloat16"))
+    assert any(k.endswith("attn_probs") for k in activation_parts(arch, fp32, 1, 256))
+    assert not any(k.endswith("attn_probs") for k in activation_parts(arch, replace(fp32, device="cpu"), 1, 256))
+    lse = [k for k in activation_parts(arch, bf16, 1, 256) if k.endswith(".lse") or k.endswith(".philox")]
+    assert len(lse) == 2 * arch.layers  # the flash kernel's log-sum-exp and RNG state, every layer
 
 
 def test_architecture_from_qwen2_config_has_qkv_bias():

@@ -85,7 +85,7 @@ def test_display_is_headless_safe(tiny_config, tmp_path):
 def test_memory_predictor_display_has_a_static_fallback():
     m = MemoryPredictor()
     text = assert_static_fallback(m._repr_mimebundle_(), [m.image])
-    assert text.startswith("MemoryPredictor: smollm2-135m lora, batch 4 x 512 tokens, fp32 weights: ")
+    assert text.startswith("MemoryPredictor: smollm2-135m lora, batch 4 x 512 tokens, bf16 weights: ")
     assert "GiB on one GPU" in text
     m.method.value = "full"
     assert m._repr_mimebundle_()["text/plain"].startswith("MemoryPredictor: smollm2-135m full")
@@ -385,12 +385,14 @@ def test_the_predictor_and_the_fits_table_give_one_answer(weights):
     assert assumptions(weights) in m.summary.value  # the assumptions are printed where the answer is
 
 
-def test_the_predictor_defaults_are_what_ftlab_trains():
-    """Its LoRA is RunConfig's (rank, modules), its weights fp32 as load_model loads them."""
+def test_the_predictor_defaults_are_what_practitioners_train():
+    """Its LoRA is RunConfig's (rank, modules), its base bf16 as TRL, axolotl and Unsloth load it
+    (fits_table's default); ftlab's own fp32 base is one control away."""
     m = MemoryPredictor()
     config, default = m.config(), RunConfig()
     assert (config.lora_r, config.lora_target_modules) == (default.lora_r, default.lora_target_modules)
-    assert m.weights.value == "float32" and config.bf16
+    assert m.weights.value == "bfloat16" and m.need() == gpu_need(config, seq_len=m.seq_len.value, weights="bfloat16")
+    assert "float32" in dict(m.weights.options).values()
 
 
 def test_the_predictor_sizes_a_data_parallel_group_as_the_fits_table_does():

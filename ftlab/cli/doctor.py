@@ -128,7 +128,7 @@ def _fits_line(caps: Capabilities) -> str:
     for method in METHODS:
         fitting = [r["model"] for r in rows if r["method"] == method and r[f"fits_{gib}GiB"]]
         largest.append(f"{method} {fitting[-1] if fitting else 'none'}")  # rows go from small to large
-    return f"fits in {gib} GiB {where}: {' · '.join(largest)} (largest of `ftlab fits`: batch 1 x 2048, fp32 weights as ftlab loads them, 16-bit autocast)"
+    return f"fits in {gib} GiB {where}: {' · '.join(largest)} (largest of `ftlab fits`: batch 1 x 2048, a bf16 base as TRL, axolotl and Unsloth load it)"
 
 
 def report(f: Findings) -> tuple[list[str], list[str]]:

@@ -4,9 +4,9 @@ Everything here is one plain function call of the package, reachable without a n
 
     ftlab prepare [--profile cpu|gpu|ci] [--chapters 01 02 ...]   # before a workshop
     ftlab runs list | show ID | remove ID | export ID --format csv|json|tensorboard
-    ftlab estimate --model 7B --method qlora --batch 1 --seq 2048 [--checkpointing] [--optim NAME] [--bf16]
+    ftlab estimate --model 7B --method qlora --batch 1 --seq 2048 [--checkpointing] [--optim NAME] [--weights float32 [--bf16]]
     ftlab estimate ... --devices 8 --strategy fsdp      # one GPU's share of a data-parallel run
-    ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80] [--devices 8 --strategy fsdp | --devices-needed]
+    ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80] [--weights float32] [--loss chunked] [--devices 8 --strategy fsdp | --devices-needed]
     ftlab train CONFIG.json
     ftlab doctor                  # versions, device, precision, what fits, front end: paste into a bug report
     ftlab hosted notebooks/*.ipynb  # authoring: write the Colab/Kaggle first cell into the chapters
@@ -104,6 +104,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if wanted("estimate"):
         from ftlab.config.run_config import OPTIMIZERS
         from ftlab.memory import MODEL_SIZES, STRATEGIES
+        from ftlab.memory.fits import DEFAULT_WEIGHTS, LOSSES, WEIGHTS
         from ftlab.setup.presets import PRESETS
 
         e.add_argument("--model", default="smollm2-135m",
@@ -114,7 +115,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         e.add_argument("--seq", type=int, default=128, help="tokens per sequence (default 128)")
         e.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
         e.add_argument("--optim", choices=OPTIMIZERS, default="adamw_torch")
-        e.add_argument("--bf16", action="store_true", help="bf16 autocast")
+        e.add_argument("--weights", choices=tuple(WEIGHTS), default=DEFAULT_WEIGHTS,
+                       help="bfloat16 (default): a bf16 base on a GPU, fp32 adapters and optimizer state, bf16 compute; "
+                            "float32: the step as ftlab's own runs take it (fp32 weights)")
+        e.add_argument("--bf16", action="store_true", help="bf16 autocast over fp32 weights (with --weights float32)")
+        e.add_argument("--loss", choices=tuple(LOSSES), default="cross_entropy",
+                       help="cross_entropy (default) or chunked: a chunked/fused loss (Liger, Cut Cross-Entropy)")
         e.add_argument("--lora-r", type=int, default=8, help="LoRA rank for lora/qlora (default 8)")
         e.add_argument("--devices", type=int, default=1, help="processes / GPUs training together, each on --batch "
                                                                "(default 1)")
@@ -126,15 +132,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        description="The what-fits table (ftlab.memory.fits_table) for published architectures.")
     if wanted("fits"):
         from ftlab.memory import MODEL_SIZES, STRATEGIES
-        from ftlab.memory.fits import WEIGHTS
+        from ftlab.memory.fits import DEFAULT_WEIGHTS, LOSSES, WEIGHTS
 
         f.add_argument("--batch", type=int, default=1)
         f.add_argument("--seq", type=int, default=2048)
         f.add_argument("--gpus", type=int, nargs="+", default=[16, 24, 48, 80], metavar="GIB")
         f.add_argument("--models", nargs="+", choices=list(MODEL_SIZES), default=list(MODEL_SIZES), metavar="SIZE")
         f.add_argument("--no-checkpointing", action="store_true")
-        f.add_argument("--weights", choices=tuple(WEIGHTS), default="float32",
-                       help="how the unquantized weights are stored: float32, as ftlab loads them (default), or bfloat16")
+        f.add_argument("--weights", choices=tuple(WEIGHTS), default=DEFAULT_WEIGHTS,
+                       help="how the unquantized weights are stored: bfloat16, as practitioners load a base (default), "
+                            "or float32, as ftlab's own runs load it")
+        f.add_argument("--loss", choices=tuple(LOSSES), default="cross_entropy",
+                       help="cross_entropy (default) or chunked: a chunked/fused loss (Liger, Cut Cross-Entropy)")
         f.add_argument("--devices", type=int, default=1, help="GPUs training together, each on --batch (default 1)")
         f.add_argument("--strategy", choices=tuple(STRATEGIES), default="ddp", help="how they split the model (default ddp)")
         f.add_argument("--devices-needed", action="store_true",

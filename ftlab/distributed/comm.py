@@ -9,8 +9,8 @@ all-reduce: what the reducer does itself).
 
 A collective's *payload* is its whole tensor: what is reduced (all-reduce), gathered (the
 all-gather's output), scattered (the reduce-scatter's input) or sent (broadcast). What
-crosses the wire per rank depends on the algorithm; :func:`ring_traffic` applies the ring's
-factors (NCCL's usual algorithm; gloo picks its own).
+crosses the wire per rank depends on the algorithm; :func:`~ftlab.memory.predict.ring_traffic`
+(re-exported here) applies the ring's factors (NCCL's usual algorithm; gloo picks its own).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
+
+from ftlab.memory.predict import RING_FACTOR, ring_traffic  # noqa: F401  (the ring's factors live with the formulas)
 
 COLLECTIVES: dict[str, str] = {
     "all_reduce": "all_reduce", "broadcast": "broadcast",
@@ -91,17 +93,3 @@ def count_ddp(model: DistributedDataParallel) -> DistributedDataParallel:
     return model
 
 
-RING_FACTOR: dict[str, Callable[[int], float]] = {
-    "all_reduce": lambda n: 2 * (n - 1) / n,
-    "all_gather": lambda n: (n - 1) / n,
-    "reduce_scatter": lambda n: (n - 1) / n,
-    "broadcast": lambda n: (n - 1) / n,
-}
-"""Bytes each rank sends per payload byte on a ring of ``n`` ranks: an all-reduce is a
-reduce-scatter then an all-gather, each passing ``n - 1`` chunks of ``1/n`` to the next rank;
-a pipelined broadcast from every rank in turn (ZeRO-1's) forwards each chunk once."""
-
-
-def ring_traffic(payload: dict[str, int], nproc: int) -> int:
-    """Bytes one rank sends per step on a ring, for collectives of ``payload`` bytes each."""
-    return round(sum(RING_FACTOR[kind](nproc) * n for kind, n in payload.items()))

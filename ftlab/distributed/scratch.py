@@ -1,10 +1,19 @@
 """Data parallelism by hand: what DDP does to the gradients, in a few lines.
 
-Every rank computes the gradients of its own share of the batch; the step must use their
-average, the gradient of the whole batch. :func:`average_gradients` does it the short way
-(one all-reduce of all gradients flattened into one vector, divided by the number of
-ranks); :func:`ring_all_reduce` writes the all-reduce itself out as NCCL's ring does, with
-plain sends and receives. The worker checks both against DDP's gradients.
+Every rank computes the gradients of its own share of the batch; the step must use the
+gradient of the whole batch. :func:`average_gradients` does it the short way (one all-reduce
+of all gradients flattened into one vector, divided by the number of ranks);
+:func:`ring_all_reduce` writes the all-reduce itself out as NCCL's ring does, with plain
+sends and receives. The worker checks both against DDP's gradients.
+
+Averaging the ranks' gradients gives the whole batch's gradient only if every rank's loss
+averages the same number of tokens. With prompt-masked SFT data (labels -100 on prompt
+tokens) the ranks' counts differ, and the mean of per-rank means weights a token on a rank
+with few labelled tokens more than one on a busy rank: chapter 05's accumulation lesson,
+across ranks. :func:`token_mean_loss` is the fix: each rank divides its summed token losses
+by the count of labelled tokens on *all* ranks (:func:`global_token_count`, one all-reduce of
+an integer). That is what ``TrainingArguments(average_tokens_across_devices=True)`` makes
+Trainer do.
 
 They live here rather than in :mod:`ftlab.lessons` because the worker processes run them,
 and the training layer never imports a lesson.
@@ -61,3 +70,33 @@ def ring_all_reduce(flat: torch.Tensor) -> tuple[torch.Tensor, int]:
         chunks[into] = _exchange(chunks[out], chunks[into])
         sent += chunks[out].numel() * chunks[out].element_size()
     return torch.cat(chunks), sent
+
+
+IGNORE_INDEX = -100
+"""The label of a token without loss (prompt tokens, padding), as transformers uses it."""
+
+
+def labelled_tokens(labels: torch.Tensor) -> int:
+    """Tokens that carry a loss in a causal LM batch: labels that are not -100 after
+    transformers' shift by one (the first position predicts nothing)."""
+    return int((labels[..., 1:] != IGNORE_INDEX).sum())
+
+
+def global_token_count(labels: torch.Tensor) -> int:
+    """The tokens with a loss on every rank together: one all-reduce (a sum) of this rank's count."""
+    count = torch.tensor(labelled_tokens(labels), dtype=torch.int64)
+    dist.all_reduce(count)
+    return int(count)
+
+
+def token_mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], global_tokens: int,
+                    world_size: int) -> torch.Tensor:
+    """This rank's loss, so that averaging the ranks' gradients gives the token mean of the whole batch.
+
+    The model sums its token losses and divides by ``global_tokens`` (transformers' loss takes
+    ``num_items_in_batch`` for exactly this); the result is multiplied by ``world_size``
+    because the gradient all-reduce (DDP's, or :func:`average_gradients`) divides the sum by
+    it. Trainer does the same two things when ``average_tokens_across_devices`` is on: it
+    gathers ``num_items_in_batch`` across ranks and multiplies the loss by the process count.
+    """
+    return model(**batch, num_items_in_batch=torch.tensor(global_tokens)).loss * world_size

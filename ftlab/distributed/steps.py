@@ -10,7 +10,9 @@ The data are the run's own training examples, chat template applied, laid end to
 cut into rows of ``max_seq_length`` tokens with the loss on every token: no padding, so
 every rank's loss averages the same number of tokens, the mean of the ranks' losses is
 exactly the loss of the whole batch, and the memory is the padding-free step the predictor
-models.
+models. :func:`sft_rows` cuts the same stream with its prompt mask kept (labels -100 on
+prompt tokens), as every other chapter trains: there the ranks' token counts differ, and
+the averaging lesson (:mod:`~ftlab.distributed.scratch`) shows what that does.
 """
 from __future__ import annotations
 
@@ -42,27 +44,37 @@ EXAMPLE_TOKENS = 32
 how many examples to read is worked out from it."""
 
 
-def token_rows(config: RunConfig, count: int) -> torch.Tensor:
-    """``count`` rows of ``config.max_seq_length`` tokens from the run's training examples."""
+def sft_rows(config: RunConfig, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` rows of ``config.max_seq_length`` tokens from the run's training examples, and
+    their labels: the examples' own, -100 on every prompt token (system, user, the assistant
+    header), so rows hold different numbers of tokens with a loss."""
     seq = config.max_seq_length
     examples = min(3000, 8 + math.ceil(count * seq / EXAMPLE_TOKENS))
     # read whole examples (none cut or dropped at the run's length), then cut the stream into rows
     data = load_data(config.replace(train_size=examples, eval_size=1, exact_match_size=0, max_seq_length=WHOLE))
     stream = [token for example in data.train for token in example["input_ids"]]
+    labels = [label for example in data.train for label in example["labels"]]
     if len(stream) < count * seq:
         raise DataError(f"data set {config.dataset!r} has {len(stream)} training tokens in its first {examples} "
                         f"examples, fewer than the {count} x {seq} a distributed measurement of this plan takes; "
                         f"lower the steps, the batch or max_seq_length")
-    return torch.tensor(stream[: count * seq]).view(count, seq)
+    return torch.tensor(stream[: count * seq]).view(count, seq), torch.tensor(labels[: count * seq]).view(count, seq)
+
+
+def token_rows(config: RunConfig, count: int) -> torch.Tensor:
+    """``count`` rows of ``config.max_seq_length`` tokens from the run's training examples
+    (the loss goes on every one of them: :func:`rank_batch` labels each row with itself)."""
+    return sft_rows(config, count)[0]
 
 
 def rank_batch(rows: torch.Tensor, step: int, rank: int, nproc: int, per_rank: int,
-               device: torch.device) -> dict[str, torch.Tensor]:
+               device: torch.device, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The sequences ``rank`` trains on at ``step``: its slice of that step's ``nproc * per_rank`` rows
-    (rank 0 the first ``per_rank``; one process, ``nproc=1``, all of them)."""
+    (rank 0 the first ``per_rank``; one process, ``nproc=1``, all of them), labelled with
+    themselves, or with the same slice of ``labels`` (:func:`sft_rows`' prompt-masked ones)."""
     start = (step * nproc + rank) * per_rank
     ids = rows[start: start + per_rank].clone().to(device)  # its own storage, as a data loader's batch has
-    return {"input_ids": ids, "labels": ids.clone()}
+    return {"input_ids": ids, "labels": ids.clone() if labels is None else labels[start: start + per_rank].clone().to(device)}
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -5,8 +5,8 @@ the same rows of training data, and for each strategy of the :class:`~ftlab.dist
 loads the model afresh, wraps it, takes the plan's steps with every collective counted
 (:mod:`ftlab.distributed.comm`) and its first step measured (:mod:`ftlab.distributed.measure`).
 It then checks the from-scratch all-reduces of :mod:`ftlab.distributed.scratch` against
-DDP's gradients, and writes everything to ``DIR/rank<N>.json``, the only thing the
-notebook reads back. Every collective times out after the plan's ``timeout_s``.
+DDP's gradients, runs the averaging lesson on the prompt-masked rows (:func:`averaging_check`),
+and writes everything to ``DIR/rank<N>.json``, the only thing the notebook reads back. Every collective times out after the plan's ``timeout_s``.
 """
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ import torch
 import torch.distributed as dist
 
 from ftlab.config.run_config import RunConfig
+from ftlab.errors import DataError
 from ftlab.distributed.comm import CommCounter
 from ftlab.distributed.plan import DistributedError, Plan
-from ftlab.distributed.scratch import average_gradients, flat_gradients, ring_all_reduce
-from ftlab.distributed.steps import rank_batch, token_rows, train_steps, wrap
+from ftlab.distributed.scratch import (average_gradients, flat_gradients, global_token_count, labelled_tokens,
+                                      ring_all_reduce, token_mean_loss)
+from ftlab.distributed.steps import rank_batch, sft_rows, train_steps, wrap
 from ftlab.foundation.storage import write_json_atomic
 from ftlab.setup.models import load_model
 
@@ -62,6 +64,56 @@ def scratch_check(config: RunConfig, rows: torch.Tensor, device: torch.device) -
             "gradient_bytes": ddp.numel() * ddp.element_size(), "ring_sent_bytes": sent}
 
 
+AVERAGING_BATCHES = 32
+"""Whole batches of prompt-masked rows the averaging lesson reads, to find one where it shows."""
+
+
+def masked_step(labels: torch.Tensor, nproc: int, per_rank: int) -> int:
+    """The first batch of prompt-masked rows in which every rank has tokens with a loss, in
+    different numbers: where averaging the ranks' mean losses goes wrong (a rank whose rows are
+    all prompt has no mean at all). Rows cut from the stream start with long system prompts,
+    so the very first batch may hold no answer."""
+    for step in range(labels.shape[0] // (nproc * per_rank)):
+        counts = [labelled_tokens(labels[(step * nproc + r) * per_rank:(step * nproc + r + 1) * per_rank])
+                  for r in range(nproc)]
+        if min(counts) > 0 and len(set(counts)) > 1:
+            return step
+    raise DataError(f"no batch among the first {labels.shape[0] // (nproc * per_rank)} gives every rank answer tokens "
+                    f"in different numbers; raise max_seq_length or per_device_train_batch_size")
+
+
+def averaging_check(config: RunConfig, rows: torch.Tensor, labels: torch.Tensor, device: torch.device
+                    ) -> dict[str, Any]:
+    """One prompt-masked batch (:func:`masked_step`) three ways: one process on the whole batch
+    (the reference), each rank's mean loss averaged over ranks (what the unmasked demo gets
+    away with), and token-count averaging (:func:`~ftlab.distributed.scratch.token_mean_loss`).
+    The losses, the ranks' labelled tokens, and each averaged gradient's largest difference
+    from the one-process gradient."""
+    rank, nproc = dist.get_rank(), dist.get_world_size()
+    per_rank = config.per_device_train_batch_size
+    step = masked_step(labels, nproc, per_rank)
+    mine = rank_batch(rows, step, rank, nproc, per_rank, device, labels)
+    whole = rank_batch(rows, step, 0, 1, nproc * per_rank, device, labels)
+    model = load_model(config)[0].to(device)
+    reference = model(**whole).loss
+    reference.backward()
+    one = flat_gradients(model)
+    model.zero_grad(set_to_none=True)
+    results: dict[str, Any] = {"batch": step, "one_process_loss": reference.item(), "tokens": labelled_tokens(mine["labels"]),
+                               "largest_gradient": one.abs().max().item()}
+    total = global_token_count(mine["labels"])
+    for name, loss in (("mean_of_means", model(**mine).loss), ("token_mean", token_mean_loss(model, mine, total, nproc))):
+        loss.backward()
+        average_gradients(model)
+        summed = loss.detach().clone()
+        dist.all_reduce(summed)
+        results[f"{name}_loss"] = summed.item() / nproc
+        results[f"{name}_vs_one"] = (flat_gradients(model) - one).abs().max().item()
+        model.zero_grad(set_to_none=True)
+    results["tokens_all_ranks"] = total
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftlab.distributed.worker", description=__doc__.splitlines()[0])
     parser.add_argument("plan", help="a Plan as JSON (Plan.to_json())")
@@ -75,13 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise DistributedError("torchrun", "--nproc-per-node", nproc, f"{plan.nproc}, the plan's nproc: its batch "
                                f"of {plan.config.per_device_train_batch_size} is split for that many ranks")
     config = plan.rank_config
-    rows = token_rows(plan.config, plan.steps * plan.config.per_device_train_batch_size)
+    rows = sft_rows(plan.config, plan.steps * plan.config.per_device_train_batch_size)[0]
     report: dict[str, Any] = {"rank": rank, "nproc": nproc, "backend": dist.get_backend(), "device": str(device),
                               "threads": torch.get_num_threads(), "strategies": {}}
     with CommCounter() as counter:
         for strategy in plan.strategies:
             report["strategies"][strategy] = train_steps(config, strategy, rows, plan.steps, rank, nproc, device, counter)
     report["scratch"] = scratch_check(config, rows, device)
+    report["averaging"] = averaging_check(config, *sft_rows(plan.config, AVERAGING_BATCHES *
+                                                            plan.config.per_device_train_batch_size), device)
     report["started_at"], report["finished_at"] = started, time.time()
     write_json_atomic(Path(args.out) / f"rank{rank}.json", report)
     dist.barrier()

@@ -5,8 +5,9 @@ walking a Llama block op by op and applying PyTorch's own rule for what each op 
 a matmul ``x @ W`` saves ``x`` only if ``W`` needs a gradient and saves ``W`` only if ``x``
 needs one; ``a * b`` saves each operand only for the *other* one's gradient; SiLU saves its
 input; softmax-like ops save their output; SDPA saves q, k, v, its output and a per-row
-log-sum-exp (on CUDA in fp32 it runs the math kernel instead, which saves the full attention
-matrix: :meth:`_Forward.math_sdpa`). Each saved tensor is identified by the storage it lives in, so a tensor saved
+log-sum-exp (on CUDA with fp32 attention it runs the math kernel instead, which saves the full
+attention matrix: :meth:`_Forward.math_sdpa`; 16-bit attention, from autocast or from weights
+loaded in bf16, runs the fused kernels: :meth:`_Forward.math_kernel`). Each saved tensor is identified by the storage it lives in, so a tensor saved
 by three ops (the normed hidden state feeding q, k and v) counts once, exactly as the
 ``saved_tensors_hooks`` meter counts it. Tracking which tensors need a gradient matters:
 with a frozen base (LoRA), most matmuls save nothing but their frozen weight, and layer
@@ -25,7 +26,8 @@ head_dim, kv = kv_heads x head_dim)::
     + 4 bytes x heads       SDPA's fp32 log-sum-exp
 
 plus, once: token ids, rotary cos/sin, the final norm, the head's input and the loss's
-fp32 log-softmax (tokens x vocab x 4 bytes). LoRA drops what only frozen weights needed
+fp32 log-softmax (tokens x vocab x 4 bytes; a chunked loss, ``Setup.loss="chunked"``, saves
+the head's input and a per-token log-sum-exp instead). LoRA drops what only frozen weights needed
 (the norms' normalized tensors, matmul inputs) and adds, per adapted projection, a dropout
 mask, the dropped-out input and the rank-r intermediate. Gradient checkpointing keeps one
 tokens x hidden tensor per layer. QLoRA's 4-bit matmuls save nothing.
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ftlab.errors import ConfigError
 from ftlab.memory.architecture import LINEARS, Architecture, Setup
 
 
@@ -201,7 +204,7 @@ class _Forward:
             self.mul(_T(f"L{layer}.{name}_half", t.numel, t.elem, t.rg), sin, f"L{layer}.{name}_sin")
             rotated.append(_T(f"L{layer}.{name}_rot", r1.numel, r1.elem, t.rg))
         q_rot, k_rot = rotated
-        if self.setup.device == "cuda" and not self.setup.autocast:
+        if self.math_kernel(q_rot):
             return self.linear(self.math_sdpa(q_rot, k_rot, v, layer), layer, "o_proj")
         # SDPA is a bf16 op under autocast: fp32 inputs get bf16 copies, which it saves
         elem = 2 if self.setup.autocast else q_rot.elem
@@ -215,6 +218,16 @@ class _Forward:
             if self.setup.device == "cuda":  # CUDA's flash kernel also keeps its RNG seed and offset
                 self.save(_T(f"L{layer}.philox", 2, 8, False))
         return self.linear(out, layer, "o_proj")
+
+    def math_kernel(self, q: _T) -> bool:
+        """Whether SDPA runs PyTorch's math kernel: on CUDA, only where attention computes in fp32.
+
+        The kernel follows the dtype of q, k and v, not how they got it: under autocast they
+        are bf16 copies, and a model loaded in bf16 (or fp16) makes them 16-bit without any
+        autocast; both run the fused kernels. Only fp32 q/k/v with GQA fall back to the math
+        kernel. On CPU the fused (flash) kernel runs in every precision.
+        """
+        return self.setup.device == "cuda" and not self.setup.autocast and q.elem == 4
 
     def math_sdpa(self, q: _T, k: _T, v: _T, layer: int) -> _T:
         """SDPA on CUDA in fp32: PyTorch's math kernel, as composed operations.
@@ -295,14 +308,32 @@ class _Forward:
             else:
                 x = self.layer(x, layer)
         x = self.rmsnorm(x, "norm")
+        # labels padded by one then shifted: ``pad(labels)[..., 1:].contiguous()`` copies, except
+        # with batch 1, where the slice is already contiguous and keeps the padded storage
+        shift_labels = _T("shift_labels", self.tokens + (1 if self.batch == 1 else 0), 8, False)
+        if s.loss == "chunked":
+            return self.chunked_loss(x, shift_labels)
         self.matmul(x, "W.lm_head", a.vocab * a.hidden, s.full, a.vocab, "logits")
         if "lm_head" in s.lora_targets:
             self.lora(x, "lm_head", a.hidden, a.vocab)
         self.save(self.new("log_softmax", a.vocab, 4, True))
-        # labels padded by one then shifted: ``pad(labels)[..., 1:].contiguous()`` copies, except
-        # with batch 1, where the slice is already contiguous and keeps the padded storage
-        self.save(_T("shift_labels", self.tokens + (1 if self.batch == 1 else 0), 8, False))
+        self.save(shift_labels)
         self.save(_T("total_weight", 1, 4, False))
+        return self.saved
+
+    def chunked_loss(self, x: _T, shift_labels: _T) -> dict[str, int]:
+        """Head and loss as one chunked function (``ftlab.lessons.chunked_loss``, Liger, Cut
+        Cross-Entropy): it saves its input ``x`` (the final norm's output, whether or not the
+        head trains: backward recomputes each chunk's logits from it), the labels and one fp32
+        log-sum-exp per token, never a tokens x vocab tensor. A LoRA adapter on the head
+        would be a second matmul inside it, which no chunked loss here computes."""
+        if "lm_head" in self.setup.lora_targets:
+            raise ConfigError("lora_target_modules", tuple(sorted(self.setup.lora_targets)),
+                              "no lm_head with loss='chunked' (a chunked loss is predicted for a head without "
+                              "LoRA); drop lm_head, or predict loss='cross_entropy'")
+        self.save(x)
+        self.save(shift_labels)
+        self.save(self.new("loss.lse", 1, 4, False))
         return self.saved
 
 

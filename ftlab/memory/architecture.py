@@ -100,7 +100,11 @@ class Setup:
     what ``torch.optim.AdamW`` does.
     ``device``: ``"cpu"`` or ``"cuda"``; changes what dropout saves (CPU: a mask in the
     input's dtype; CUDA: a one-byte bool mask) and which attention kernel runs (on CUDA
-    without autocast, PyTorch's math kernel; measured on an H200).
+    with fp32 attention, i.e. fp32 weights without autocast, PyTorch's math kernel, measured
+    on an H200; with bf16 weights or under autocast, the fused kernels).
+    ``loss``: ``"cross_entropy"`` (transformers' loss: the fp32 log-softmax of every logit is
+    saved) or ``"chunked"`` (a chunked/fused loss that saves the head's input, the labels and
+    a per-token log-sum-exp, as ``ftlab.lessons.chunked_loss`` does).
     """
 
     lora_r: int = 0
@@ -116,6 +120,7 @@ class Setup:
     optim_state_bytes: int | None = None
     gradient_checkpointing: bool = False
     device: str = "cpu"
+    loss: str = "cross_entropy"
 
     @property
     def full(self) -> bool:

@@ -54,13 +54,30 @@ the caching allocator's fragmentation and small buffers nobody counts."""
 METHODS = ("full", "lora", "qlora")
 
 WEIGHTS: dict[str, str] = {
-    "float32": "fp32 weights, as ftlab loads them: Trainer's bf16=True computes in bf16 and keeps the weights, "
-               "their gradients and AdamW's moments in fp32 (4 + 4 + 8 = 16 bytes a trained parameter, the fp32 "
-               "weights are the master copy)",
-    "bfloat16": "bf16 weights, a model loaded with torch_dtype=bfloat16: bf16 weights and gradients, fp32 AdamW "
-                "moments, no fp32 master copy (2 + 2 + 8 = 12 bytes a trained parameter)",
+    "bfloat16": "a bf16 base, loaded with torch_dtype=bfloat16 as TRL, axolotl and Unsloth load it, computing in "
+                "bf16: bf16 weights (and, fully fine-tuned, bf16 gradients), fp32 AdamW moments, no fp32 master "
+                "copy (2 + 2 + 8 = 12 bytes a trained parameter)",
+    "float32": "an fp32 base, as ftlab's own runs load it: Trainer's bf16=True computes in bf16 and keeps the "
+               "weights, their gradients and AdamW's moments in fp32 (4 + 4 + 8 = 16 bytes a trained parameter, the "
+               "fp32 weights are the master copy)",
 }
-"""The storage of the unquantized weights a prediction can assume, and what each implies."""
+"""The storage of the unquantized weights a prediction can assume, and what each implies.
+
+``DEFAULT_WEIGHTS`` (bf16) is what "will it fit?" assumes unless told otherwise: it is how
+practitioners load a base to fine-tune it. ``"float32"`` is the accounting of ftlab's own
+runs (``load_model`` keeps fp32 weights, so its CPU measurements are exact), one argument away."""
+
+DEFAULT_WEIGHTS = "bfloat16"
+"""The weight storage every "will it fit?" answer assumes by default (see :data:`WEIGHTS`)."""
+
+LOSSES: dict[str, str] = {
+    "cross_entropy": "plain cross-entropy, as transformers computes it: the fp32 log-softmax of every logit is saved "
+                     "(tokens x vocab x 4 bytes) and the logits' gradient is formed whole in backward",
+    "chunked": "a chunked (fused) cross-entropy, as Liger's fused linear cross-entropy and Cut Cross-Entropy "
+               "compute it on GPUs: the head's input, the labels and one fp32 log-sum-exp per token are saved, "
+               "and the logits exist one vocabulary chunk at a time (ftlab.lessons.chunked_loss)",
+}
+"""The loss computations a prediction can assume, and what each keeps (``Setup.loss``)."""
 
 
 def method_config(method: str, gradient_checkpointing: bool = True) -> RunConfig:
@@ -73,47 +90,60 @@ def method_config(method: str, gradient_checkpointing: bool = True) -> RunConfig
     return {"full": base.replace(lora_r=0), "lora": base, "qlora": base.replace(load_in_4bit=True)}[method]
 
 
-def gpu_setup(config: RunConfig, weights: str = "float32") -> Setup:
+def _check_choice(function: str, argument: str, value: str, choices: dict[str, str]) -> None:
+    if value not in choices:
+        raise ArgumentError(function, argument, value, f"one of {', '.join(choices)}")
+
+
+def gpu_setup(config: RunConfig, weights: str = DEFAULT_WEIGHTS, loss: str = "cross_entropy") -> Setup:
     """How ``config`` holds memory on a CUDA GPU with its unquantized weights in ``weights``
-    (a key of :data:`WEIGHTS`). bf16 weights compute in bf16 without autocast and keep AdamW's
-    moments in fp32, as mixed-precision recipes without a master copy do."""
-    if weights not in WEIGHTS:
-        raise ArgumentError("gpu_setup", "weights", weights, f"one of {', '.join(WEIGHTS)}")
-    setup = setup_for(config, device="cuda", dtype=weights)
+    (a key of :data:`WEIGHTS`) and its loss computed as ``loss`` (a key of :data:`LOSSES`).
+    bf16 weights compute in bf16 without autocast (attention then runs the fused kernels) and
+    keep AdamW's moments in fp32, as mixed-precision recipes without a master copy do; LoRA's
+    adapters stay fp32, as peft creates them."""
+    _check_choice("gpu_setup", "weights", weights, WEIGHTS)
+    _check_choice("gpu_setup", "loss", loss, LOSSES)
+    setup = replace(setup_for(config, device="cuda", dtype=weights), loss=loss)
     return replace(setup, autocast=False, optim_state_bytes=4) if weights == "bfloat16" else setup
 
 
-def fits_setup(method: str, gradient_checkpointing: bool = True, weights: str = "float32") -> Setup:
+def fits_setup(method: str, gradient_checkpointing: bool = True, weights: str = DEFAULT_WEIGHTS,
+               loss: str = "cross_entropy") -> Setup:
     """The :class:`Setup` of :func:`method_config` on a GPU (see :func:`gpu_setup`)."""
-    return gpu_setup(method_config(method, gradient_checkpointing), weights)
+    return gpu_setup(method_config(method, gradient_checkpointing), weights, loss)
 
 
-def assumptions(weights: str = "float32", config: RunConfig | None = None) -> str:
+def assumptions(weights: str = DEFAULT_WEIGHTS, config: RunConfig | None = None, loss: str = "cross_entropy") -> str:
     """One line naming what a "will it fit" answer assumes: weight storage and master copy,
-    optimizer, LoRA, transients and headroom. Printed wherever the answer is shown."""
+    compute precision, optimizer, LoRA, the loss, transients and headroom, and how to ask for
+    the other weight storage. Printed wherever the answer is shown, so a learner comparing it
+    with another tool sees which choice made the difference."""
     config = config or method_config("lora")
-    if weights not in WEIGHTS:
-        raise ArgumentError("assumptions", "weights", weights, f"one of {', '.join(WEIGHTS)}")
+    _check_choice("assumptions", "weights", weights, WEIGHTS)
+    _check_choice("assumptions", "loss", loss, LOSSES)
     storage = WEIGHTS[weights] if weights != "float32" or config.bf16 else (
-        "fp32 weights, as ftlab loads them, and fp32 compute: weights, their gradients and AdamW's moments in "
+        "an fp32 base, as ftlab's own runs load it, and fp32 compute: weights, their gradients and AdamW's moments in "
         "fp32 (4 + 4 + 8 = 16 bytes a trained parameter)")
     compute = "bf16" if config.bf16 or weights == "bfloat16" else "fp32"
     lora = config if config.is_lora else method_config("lora")
-    return (f"{storage}; LoRA r={lora.lora_r} on {', '.join(lora.lora_target_modules)} with fp32 adapters, QLoRA the "
-            f"same on an NF4 base; activations for {compute} compute; backward's transient buffers counted (the "
-            f"logits' gradient, a recomputed layer); {HEADROOM:.0%} of each card kept free")
+    other = next(w for w in WEIGHTS if w != weights)
+    return (f"{storage}; LoRA r={lora.lora_r} on {', '.join(lora.lora_target_modules)} with fp32 adapters and fp32 "
+            f"optimizer state, QLoRA the same on an NF4 base; activations for {compute} compute; {LOSSES[loss]}; "
+            f"backward's transient buffers counted (the logits' gradient, a recomputed layer); {HEADROOM:.0%} of each "
+            f"card kept free; weights={other!r} (ftlab fits --weights {other}) for the other accounting")
 
 
 def transient_bytes(arch: Architecture, setup: Setup, batch: int, seq: int) -> int:
     """Memory that exists only for a moment in backward, on top of the saved activations.
 
     The bf16 logits and their fp32 gradient (tokens x vocab x (2 + 4) bytes: for a 128k
-    vocabulary this alone is ~1.5 GiB per 2048 tokens), and with checkpointing one layer's
+    vocabulary this alone is ~1.5 GiB per 2048 tokens; a chunked loss forms them for
+    :data:`LOSS_CHUNK` vocabulary entries at a time), and with checkpointing one layer's
     activations while it is recomputed. An approximation (the allocator may reuse
     buffers), used only by :func:`fits_table`.
     """
     t = batch * seq
-    extra = t * arch.vocab * (setup.a + 4)
+    extra = t * min(arch.vocab, LOSS_CHUNK if setup.loss == "chunked" else arch.vocab) * (setup.a + 4)
     if setup.gradient_checkpointing:
         one = replace(setup, gradient_checkpointing=False)
         parts = activation_parts(arch, one, batch, seq)
@@ -121,6 +151,11 @@ def transient_bytes(arch: Architecture, setup: Setup, batch: int, seq: int) -> i
         extra += sum(v for k, v in parts.items() if k.startswith(last))
     return extra
 
+
+LOSS_CHUNK = 8192
+"""Vocabulary entries whose logits a chunked loss forms at once (the default of
+``ftlab.lessons.chunked_loss.chunked_cross_entropy``; Liger and Cut Cross-Entropy pick
+similar blocks)."""
 
 GPU_PREFETCH_BLOCKS = 2
 """Decoder layers FSDP holds gathered at once on a GPU: the one computing and the next one,
@@ -140,16 +175,17 @@ def device_need(arch: Architecture, setup: Setup, batch: int, seq_len: int, devi
     return {**parts, "total": sum(parts.values())}
 
 
-def gpu_need(config: RunConfig, *, weights: str = "float32", seq_len: int | None = None, model_config: Any = None,
-             batch_size: int | None = None, devices: int = 1, strategy: str = "ddp") -> dict[str, int]:
+def gpu_need(config: RunConfig, *, weights: str = DEFAULT_WEIGHTS, seq_len: int | None = None, model_config: Any = None,
+             batch_size: int | None = None, devices: int = 1, strategy: str = "ddp",
+             loss: str = "cross_entropy") -> dict[str, int]:
     """What one GPU needs for a step of ``config``: :func:`device_need` of its :func:`gpu_setup`.
 
     The one accounting behind the MemoryPredictor widget, :func:`fits_table` and
     :func:`devices_needed` (:func:`assumptions` says what it assumes). ``model_config`` and
-    the sizes work as in :func:`~ftlab.memory.estimate`.
+    the sizes work as in :func:`~ftlab.memory.estimate`; ``weights`` and ``loss`` as in :func:`gpu_setup`.
     """
     arch = Architecture.from_config(model_config) if model_config is not None else model_architecture(config.model)
-    setup = gpu_setup(config, weights)
+    setup = gpu_setup(config, weights, loss)
     check_strategy("gpu_need", strategy, devices, setup)
     return device_need(arch, setup, batch_size or config.per_device_train_batch_size,
                        seq_len or config.max_seq_length, devices, strategy)
@@ -168,7 +204,7 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
                gpus_gib: Iterable[int] = (16, 24, 48, 80), batch: int = 1, seq_len: int = 2048,
                methods: Iterable[str] = ("full", "lora", "qlora"),
                gradient_checkpointing: bool = True, devices: int = 1, strategy: str = "ddp",
-               weights: str = "float32") -> list[dict[str, Any]]:
+               weights: str = DEFAULT_WEIGHTS, loss: str = "cross_entropy") -> list[dict[str, Any]]:
     """Which (model size, method) fits on which GPU, predicted from published architectures.
 
     For each size in :data:`MODEL_SIZES` and each method, one row (a flat dict, ready for
@@ -181,9 +217,10 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
     cuBLAS workspaces and allocator fragmentation).
 
     The accounting is :func:`gpu_need` of :func:`method_config`, what the MemoryPredictor
-    shows for the same settings: by default fp32 weights (what ftlab loads; ``weights=
-    "bfloat16"`` for a model loaded in bf16), bf16 autocast, RunConfig's LoRA. :func:`assumptions`
-    prints it. No CPU offload.
+    shows for the same settings: by default a bf16 base computing in bf16 with fp32 adapters and
+    optimizer state (how TRL, axolotl and Unsloth fine-tune; ``weights="float32"`` for ftlab's own
+    fp32 base under bf16 autocast), RunConfig's LoRA, plain cross-entropy (``loss="chunked"``
+    for a chunked/fused loss). :func:`assumptions` prints it. No CPU offload.
 
     ``devices`` GPUs under ``strategy`` (see :data:`~ftlab.memory.predict.STRATEGIES`;
     default: one GPU): each row is then one GPU's need on the busiest rank, each GPU taking
@@ -199,9 +236,10 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
             if method == "qlora" and strategy in SHARDED:
                 continue
             need = gpu_need(method_config(method, gradient_checkpointing), weights=weights, seq_len=seq_len,
-                            model_config=arch, batch_size=batch, devices=devices, strategy=strategy)
+                            model_config=arch, batch_size=batch, devices=devices, strategy=strategy, loss=loss)
             row: dict[str, Any] = {"model": size, "source": arch.source, "parameters": arch.parameter_count(),
-                                   "method": method, "weights": weights, "batch": batch, "seq_len": seq_len,
+                                   "method": method, "weights": weights, "loss": loss, "batch": batch,
+                                   "seq_len": seq_len,
                                    "gradient_checkpointing": gradient_checkpointing, "devices": devices,
                                    "strategy": strategy, **need, "total_gib": round(need["total"] / GiB, 2)}
             for gpu in gpus:
@@ -210,10 +248,32 @@ def fits_table(model_sizes: Iterable[str] = ("0.5B", "1.5B", "3B", "7B", "8B", "
     return rows
 
 
+ZERO_STAGES: dict[str, int] = {"ddp": 0, "zero1": 1, "zero2": 2, "fsdp": 3}
+"""Each strategy of :data:`~ftlab.memory.predict.STRATEGIES` as the ZeRO paper's stage (0: plain data parallelism)."""
+
+
+def zero_paper_bytes(parameters: int, devices: int, stage: int) -> float:
+    """Model-state bytes per GPU by the ZeRO paper's mixed-precision rule (Rajbhandari et al., 2020).
+
+    Ψ parameters trained with Adam in mixed precision hold 2Ψ bytes of fp16/bf16 weights, 2Ψ of
+    16-bit gradients and 12Ψ of optimizer state (fp32 master weights, momentum, variance).
+    Stage 1 divides the 12Ψ by the N devices, stage 2 also the gradients, stage 3 everything:
+    (2 + 2 + 12)Ψ/N. No activations, no transient buffers, no gathered layers: a floor, which
+    is why it needs fewer GPUs than :func:`devices_needed`, which counts them.
+    """
+    if stage not in (0, 1, 2, 3):
+        raise ArgumentError("zero_paper_bytes", "stage", stage, "0 (DDP), 1, 2 or 3")
+    if not (isinstance(devices, int) and devices >= 1):
+        raise ArgumentError("zero_paper_bytes", "devices", devices, "an int >= 1")
+    weights, gradients, optimizer = 2 * parameters, 2 * parameters, 12 * parameters
+    return (weights / (devices if stage >= 3 else 1) + gradients / (devices if stage >= 2 else 1)
+            + optimizer / (devices if stage >= 1 else 1))
+
+
 def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterable[int] = (24, 40, 80),
                    strategies: Iterable[str] = tuple(STRATEGIES), batch: int = 1, seq_len: int = 2048,
                    gradient_checkpointing: bool = True, max_devices: int = 1024,
-                   weights: str = "float32") -> list[dict[str, Any]]:
+                   weights: str = DEFAULT_WEIGHTS) -> list[dict[str, Any]]:
     """How many GPUs of each size a full fine-tune needs under each strategy, and whether LoRA
     or QLoRA would fit one of them instead.
 
@@ -221,8 +281,10 @@ def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterabl
     GPUs (up to ``max_devices``; None if even that many do not fit) on which one GPU's
     predicted need (:func:`gpu_need`, ``batch`` sequences per GPU, ``weights`` as in
     :func:`fits_table`) fits, ``lora_on_one`` /
-    ``qlora_on_one`` whether LoRA / QLoRA fit one GPU, and ``answer`` the fewest GPUs that
-    train the model, in words. Sharding divides weights, gradients and optimizer state, never
+    ``qlora_on_one`` whether LoRA / QLoRA fit one GPU, ``answer`` the fewest GPUs that
+    train the model, in words, and beside each ``full_<strategy>`` the ``paper_<strategy>``
+    count that the ZeRO paper's (2 + 2 + 12)Ψ rule (:func:`zero_paper_bytes`, model states
+    only) gives for the same stage. Sharding divides weights, gradients and optimizer state, never
     the activations, the transient buffers or (FSDP) the gathered layers: that floor is why a
     size may never fit a small card, however many there are. Memory decides this table, not
     quality: LoRA and QLoRA train far fewer weights than a full fine-tune.
@@ -241,6 +303,9 @@ def devices_needed(model_sizes: Iterable[str] = ("7B", "70B"), gpus_gib: Iterabl
             row: dict[str, Any] = {"model": size, "source": arch.source, "gpu_gib": gpu}
             for s in strategies:
                 row[f"full_{s}"] = next((n for n in counts if fits(need[s, n], gpu)), None)
+                row[f"paper_{s}"] = next((n for n in counts if zero_paper_bytes(arch.parameter_count(), n,
+                                                                               ZERO_STAGES[s]) <= (1 - HEADROOM) * gpu * GiB),
+                                         None)
             row["lora_on_one"], row["qlora_on_one"] = fits(one["lora"], gpu), fits(one["qlora"], gpu)
             row["answer"] = _answer(row, strategies)
             rows.append(row)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 from transformers import AutoConfig
 
@@ -164,18 +164,24 @@ STRATEGIES: dict[str, str] = {
            "gradients are all-reduced",
     "zero1": "ZeRO-1 as torch offers it, ZeroRedundancyOptimizer over DDP: each rank keeps the optimizer state of "
              "whole tensors assigned to it (largest first, to the emptiest rank), then broadcasts their new values",
-    "zero2": "ZeRO-2 as torch offers it, FSDP2 fully_shard(reshard_after_forward=False): weights, gradients and "
-             "optimizer state split into row blocks between steps; the whole model is gathered from the forward "
-             "through the backward",
-    "fsdp": "FSDP2 / ZeRO-3, fully_shard per decoder layer and the root: weights, gradients and optimizer state split "
-            "into row blocks; one decoder layer (plus the root's embedding and norm) gathered at a time",
+    "zero2": "ZeRO-2's memory during a step, run as FSDP's SHARD_GRAD_OP (FSDP2 fully_shard(reshard_after_forward="
+             "False)): gradients and optimizer state split into row blocks, the whole model gathered from the forward "
+             "through the backward and resharded only between steps (the ZeRO paper's ZeRO-2 keeps the parameters "
+             "replicated throughout)",
+    "fsdp": "FSDP's FULL_SHARD, the ZeRO paper's ZeRO-3 (FSDP2 fully_shard per decoder layer and the root): weights, "
+            "gradients and optimizer state split into row blocks; one decoder layer (plus the root's embedding and "
+            "norm) gathered at a time",
 }
 """The data-parallel strategies ftlab predicts and :mod:`ftlab.distributed` runs, and what each keeps per rank.
 
-torch has no ZeRO-2 of its own: FSDP2 without resharding after forward (FSDP1's
-``SHARD_GRAD_OP``) shards gradients and optimizer state and keeps the parameters gathered
-for the whole step, which is what ZeRO-2 holds during a step (DeepSpeed's ZeRO-2 also keeps
-them gathered between steps)."""
+The names follow the ZeRO paper (Rajbhandari et al., 2020) and FSDP. ZeRO-1 partitions the
+optimizer state, ZeRO-2 also the gradients, and both keep the parameters replicated on every
+rank; ZeRO-3 partitions the parameters too, which is FSDP's ``FULL_SHARD``. torch has no
+ZeRO-2 of its own: ``"zero2"`` runs FSDP's ``SHARD_GRAD_OP`` (FSDP2 without resharding after
+forward), which shards gradients and optimizer state and keeps the parameters gathered from
+the forward through the backward, so during a step it holds what ZeRO-2 holds; between steps
+it keeps only a share of the weights, where DeepSpeed's ZeRO-2 keeps them whole. Both move
+the same bytes: the gradients reduce-scattered, the weights gathered once."""
 
 SHARDED = frozenset({"zero2", "fsdp"})
 """Strategies that cut every parameter into row blocks (FSDP2's ``Shard(0)``)."""
@@ -278,7 +284,8 @@ def gathered_bytes(arch: Architecture, setup: Setup, strategy: str, blocks: int 
     return root + min(blocks, len(sizes)) * max(sizes.values(), default=0)
 
 
-def communication_bytes(arch: Architecture, setup: Setup, devices: int, strategy: str) -> dict[str, int]:
+def communication_bytes(arch: Architecture, setup: Setup, devices: int, strategy: str,
+                        gather_elem: int | None = None) -> dict[str, int]:
     """Payload of each kind of collective in one training step, in bytes, as every rank calls it.
 
     An all-reduce's payload is the tensor reduced, an all-gather's the gathered output, a
@@ -293,9 +300,15 @@ def communication_bytes(arch: Architecture, setup: Setup, devices: int, strategy
     * ``fsdp``: every parameter all-gathered twice (forward, then again in the backward:
       it was freed in between), every gradient reduce-scattered.
 
-    What crosses the wire per rank depends on the algorithm (a ring sends ``2(N-1)/N`` of
-    an all-reduce, ``(N-1)/N`` of the others; see :mod:`ftlab.distributed.comm`).
+    ``gather_elem``: bytes per element FSDP gathers the weights in, when that differs from
+    their storage: FSDP on GPUs usually gathers bf16 copies of fp32 weights
+    (``MixedPrecisionPolicy(param_dtype=torch.bfloat16)``), which halves the all-gathers.
+
+    What crosses the wire per rank depends on the algorithm: :func:`wire_bytes` applies the ring's.
     """
+    if gather_elem not in (None, 1, 2, 4):
+        raise ArgumentError("communication_bytes", "gather_elem", gather_elem,
+                            "None (the weights' own dtype), 2 (bf16/fp16 gathers) or 4 (fp32)")
     params = _parameters(arch, setup)
     trainable = sum(p.numel * p.elem for p in params if p.trainable)  # their gradients, or their new values
     if strategy == "ddp":
@@ -303,12 +316,42 @@ def communication_bytes(arch: Architecture, setup: Setup, devices: int, strategy
     if strategy == "zero1":
         return {"all_reduce": trainable, "broadcast": trainable}
 
-    def padded(p: _Param) -> int:
-        return devices * -(-p.shape[0] // devices) * math.prod(p.shape[1:]) * p.elem
+    def padded(p: _Param, elem: int) -> int:
+        return devices * -(-p.shape[0] // devices) * math.prod(p.shape[1:]) * elem
 
     gathers = 1 if strategy == "zero2" else 2
-    return {"all_gather": gathers * sum(padded(p) for p in params),
-            "reduce_scatter": sum(padded(p) for p in params if p.trainable)}
+    return {"all_gather": gathers * sum(padded(p, gather_elem or p.elem) for p in params),
+            "reduce_scatter": sum(padded(p, p.elem) for p in params if p.trainable)}
+
+
+RING_FACTOR: dict[str, Callable[[int], float]] = {
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "broadcast": lambda n: (n - 1) / n,
+}
+"""Bytes each rank sends per payload byte on a ring of ``n`` ranks: an all-reduce is a
+reduce-scatter then an all-gather, each passing ``n - 1`` chunks of ``1/n`` to the next rank;
+a pipelined broadcast from every rank in turn (ZeRO-1's) forwards each chunk once."""
+
+
+def ring_traffic(payload: dict[str, int], nproc: int) -> int:
+    """Bytes one rank sends per step on a ring, for collectives of ``payload`` bytes each."""
+    return round(sum(RING_FACTOR[kind](nproc) * n for kind, n in payload.items()))
+
+
+def wire_bytes(arch: Architecture, setup: Setup, devices: int, strategy: str, gather_elem: int | None = None) -> int:
+    """Bytes one rank puts on the wire per training step on a ring (NCCL's usual algorithm):
+    what decides a step's communication time, unlike the payloads of :func:`communication_bytes`.
+
+    Relative to DDP's all-reduce of the gradients (2(N-1)/N of them), ZeRO-2 reduce-scatters
+    the gradients and all-gathers the weights, (N-1)/N each: the same bytes, 1.0x, the ZeRO
+    paper's central result. ZeRO-3 (FSDP) gathers the weights twice (forward, then again for
+    backward): 1.5x. torch's ZeRO-1 (ZeroRedundancyOptimizer) keeps DDP's all-reduce and then
+    broadcasts each rank's updated tensors to the others: also 1.5x (the paper's ZeRO-1
+    reduce-scatters instead, and costs 1.0x).
+    """
+    return ring_traffic(communication_bytes(arch, setup, devices, strategy, gather_elem), devices)
 
 
 # --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import ipywidgets as widgets
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import ArgumentError
 from ftlab.memory import STRATEGIES, GiB, MemoryBreakdown
-from ftlab.memory.fits import HEADROOM, METHODS, MODEL_SIZES, assumptions, fits, gpu_need, method_config
+from ftlab.memory.fits import DEFAULT_WEIGHTS, HEADROOM, METHODS, MODEL_SIZES, assumptions, fits, gpu_need, method_config
 from ftlab.ui.plot import plot_memory
 from ftlab.ui.widgets.panels import panel_image, png, with_fallback
 
@@ -58,8 +58,9 @@ class MemoryPredictor:
     Nothing is loaded or trained, so it answers "will it fit?" instantly, also for model
     sizes this machine could never hold. ``need()`` is the same computation as a plain call
     (``gpu_need``), for headless use; ``predict()`` its four parts as a ``MemoryBreakdown``.
-    Its defaults are ftlab's own run (RunConfig's LoRA, fp32 weights under bf16 autocast),
-    as in ``fits_table``.
+    Its defaults are those of ``fits_table``: RunConfig's LoRA on a bf16 base computing in bf16,
+    with fp32 adapters and optimizer state, as practitioners fine-tune; "weights stored in"
+    switches to ftlab's own fp32 base (where the "bf16 autocast" box then applies).
     """
 
     def __init__(self) -> None:
@@ -75,8 +76,9 @@ class MemoryPredictor:
         self.optim = widgets.Dropdown(options=["adamw_torch", "adamw_8bit", "adafactor", "sgd"], value="adamw_torch",
                                       description="optimizer", layout=_fixed(), style=CONTROL_STYLE)
         self.bf16 = widgets.Checkbox(value=True, description="bf16 autocast", layout=_fixed(), style=CONTROL_STYLE)
-        self.weights = widgets.Dropdown(options=[("fp32 (as ftlab loads)", "float32"), ("bf16", "bfloat16")],
-                                        value="float32", description="weights stored in", layout=_fixed(),
+        self.weights = widgets.Dropdown(options=[("bf16 (as TRL, axolotl load)", "bfloat16"),
+                                                 ("fp32 (as ftlab loads)", "float32")],
+                                        value=DEFAULT_WEIGHTS, description="weights stored in", layout=_fixed(),
                                         style=CONTROL_STYLE)
         self.gpu = widgets.Dropdown(options=[(f"{g} GiB", g) for g in GPUS_GIB], value=24, description="GPU",
                                     layout=_fixed(), style=CONTROL_STYLE)
