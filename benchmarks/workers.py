@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ftlab import train
-from ftlab.config.profiles import KNOB_SEEDS, knob_config
+from ftlab.config.profiles import knob_config
 from ftlab.foundation.storage import write_json_atomic
 from ftlab.training.parallel import train_in_workers
 from ftlab.training.train import environment
