@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def commit() -> str:
-    """The checkout's commit, marked ``+uncommitted changes`` when ftlab or benchmarks differ from it: then the
-    figure measured code that no commit holds. ``not recorded`` outside a git checkout."""
+    """The checkout's commit, marked ``+uncommitted changes`` when the code (ftlab, the scripts, the dependencies)
+    differs from it: then the figure measured code that no commit holds. ``not recorded`` outside a git checkout."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     try:
         head = git("rev-parse", "HEAD")
-        changed = git("status", "--porcelain", "--", "ftlab", "benchmarks", "pyproject.toml")
+        changed = git("status", "--porcelain", "--", "ftlab", "benchmarks/*.py", "pyproject.toml", "requirements.lock")
     except (OSError, subprocess.CalledProcessError):
         return "not recorded"
     return f"{head}+uncommitted changes" if changed else head
