@@ -198,8 +198,8 @@ def install(r: Runner, venv: Path, *, locked: bool) -> None:
 
 
 def installer(r: Runner, python: Path) -> list[str | Path]:
-    """The install command for the environment of ``python``: uv's pip interface where uv runs (installing ~200
-    locked packages takes it seconds where pip takes minutes), else pip; ``INSTALLER=pip`` asks for pip."""
+    """The install command for the environment of ``python``: uv's pip interface where uv runs (it installs the ~190
+    locked packages several times faster than pip: benchmarks/README.md), else pip; ``INSTALLER=pip`` asks for pip."""
     if r.host.setting("INSTALLER", "uv") != "pip":
         uv = uv_command(r, python)
         if uv:
