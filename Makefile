@@ -5,9 +5,10 @@
 #   make lab TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"   (a CUDA torch)
 #   make lab LAB_ARGS="--ip=0.0.0.0 --port=8888"                                            (in a container)
 #   make test TEST_WORKERS=4                                                                 (more cores)
+#   make lab INSTALLER=pip                                                                   (pip instead of uv)
 PYTHON ?= python3
-export TORCH_SPEC LAB_ARGS TEST_WORKERS NOTEBOOKS
-TARGETS := setup lab trust demo test unit notebooks browser hub chromium postgresql proxy benchmark clean
+export TORCH_SPEC LAB_ARGS TEST_WORKERS NOTEBOOKS INSTALLER
+TARGETS := setup lab trust demo test unit notebooks browser hub chromium postgresql proxy benchmark clean lint lock canary
 
 .PHONY: $(TARGETS)
 

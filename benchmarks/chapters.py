@@ -25,8 +25,8 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from ftlab.foundation.storage import write_json_atomic
 from ftlab.training.train import environment
+from provenance import record  # benchmarks/provenance.py: the commit and processor measured
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -112,7 +112,7 @@ def main() -> None:
             os.replace(out / notebook.name, notebook)
         minutes[notebook.stem] = round(seconds / 60, 2)
         print(f"{notebook.stem:50s} {minutes[notebook.stem]:5.2f} min", flush=True)
-    write_json_atomic(result_path, {"profile": args.profile, "minutes": dict(sorted(minutes.items())), "budget_minutes": 5,
+    record(result_path, {"profile": args.profile, "minutes": dict(sorted(minutes.items())), "budget_minutes": 5,
                                     "run_cache": "empty per chapter", "env": environment()})
     print(f"written: {result_path.relative_to(ROOT)}")
 

@@ -17,7 +17,7 @@ fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda)"; } | tee "$OUT/machine.txt"
 
 echo "== ftlab doctor"
-python3 -m ftlab.cli.main doctor 2>&1 | tee "$OUT/doctor.txt"
+{ python3 benchmarks/provenance.py; python3 -m ftlab.cli.main doctor 2>&1; } | tee "$OUT/doctor.txt"
 
 echo "== a SmolLM2-135M-shaped model with random weights"
 python3 - <<'EOF' 2>&1 | tail -2

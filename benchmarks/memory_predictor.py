@@ -33,6 +33,7 @@ from ftlab.memory import MiB, measure_training_step, model_architecture, setup_f
 from ftlab.foundation.storage import write_json_atomic
 from ftlab.training.arguments import training_optimizer
 from ftlab.training.train import environment
+from provenance import record  # benchmarks/provenance.py: the commit and processor measured
 
 METHODS = {"full": dict(lora_r=0), "lora": dict(lora_r=8), "qlora": dict(lora_r=8, load_in_4bit=True)}
 FIELDS = ("weights", "gradients", "optimizer", "activations", "total")
@@ -105,7 +106,7 @@ def main() -> None:
     if cuda:
         result["worst_cuda_peak_error"] = max(abs(row["cuda_peak_error"]) for row in rows.values())
         print(f"worst CUDA peak error: {result['worst_cuda_peak_error']:.2%}")
-    write_json_atomic(Path(__file__).resolve().parent / "results" / f"memory_predictor_{device.type}.json", result)
+    record(Path(__file__).resolve().parent / "results" / f"memory_predictor_{device.type}.json", result)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from ftlab import train
 from ftlab.foundation.storage import write_json_atomic
 from ftlab.training.arguments import training_arguments
 from ftlab.training.train import environment
+from provenance import record  # benchmarks/provenance.py: the commit and processor measured
 
 
 def bare_trainer(config: RunConfig) -> float:
@@ -93,7 +94,7 @@ def main() -> None:
         row["ratio_to_bare_trainer"] = row["steps_per_s"] / base
     result = {"config": config.to_dict(), "steps": args.steps, "repeats": args.repeats, "env": environment(), "results": rows,
               "note": "bare Trainer and ftlab include one final evaluation of 16 examples; the plain loop none"}
-    write_json_atomic(Path(__file__).resolve().parent / "results" / "overhead.json", result)
+    record(Path(__file__).resolve().parent / "results" / "overhead.json", result)
     print(f"{'variant':20s} {'steps/s':>8s} {'ratio':>7s}")
     for name, row in rows.items():
         print(f"{name:20s} {row['steps_per_s']:8.3f} {row['ratio_to_bare_trainer']:7.3f}")

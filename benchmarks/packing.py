@@ -29,8 +29,8 @@ import torch
 from ftlab import RunConfig, load_data, load_model
 from ftlab.lessons.packing import LAYOUTS, contamination, measure_layout
 from ftlab.setup.skewed_mix import skewed_mix
-from ftlab.foundation.storage import write_json_atomic
 from ftlab.training.train import environment
+from provenance import record  # benchmarks/provenance.py: the commit and processor measured
 
 
 def bench_data_set(model: torch.nn.Module, tokenizer: Any, examples: list, args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def main() -> None:
     result = {"args": vars(args), "config": config.to_dict(), "env": environment(),
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "cpu_count": os.cpu_count(), "wall_seconds": time.perf_counter() - start, "results": results}
-    write_json_atomic(Path(__file__).resolve().parent / "results" / f"packing_{device}.json", result)
+    record(Path(__file__).resolve().parent / "results" / f"packing_{device}.json", result)
 
 
 if __name__ == "__main__":

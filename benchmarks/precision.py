@@ -51,10 +51,10 @@ from torch.utils._pytree import tree_map
 from ftlab import RunConfig, load_model, train
 from ftlab.config.precision import probe
 from ftlab.config.profiles import base_config, knob_config
-from ftlab.foundation.storage import write_json_atomic
 from ftlab.setup.models import count_parameters
 from ftlab.training.arguments import training_optimizer
 from ftlab.training.train import environment
+from provenance import record  # benchmarks/provenance.py: the commit and processor measured
 
 AUTOCAST_BF16_OPS = frozenset({F.linear, F.scaled_dot_product_attention, torch.matmul, torch.Tensor.matmul,
                                torch.Tensor.__matmul__, torch.mm, torch.bmm, torch.addmm, torch.baddbmm})
@@ -261,7 +261,7 @@ def main() -> None:
               f"seed noise {loss['seed_noise_final_eval_loss']:.4f}", flush=True)
     session.update(load_after=load(), wall_seconds=time.perf_counter() - start)
     result["sessions"] = [*result.get("sessions", []), session]
-    write_json_atomic(path, result)
+    record(path, result)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from ftlab import train
-from ftlab.config.profiles import KNOB_SEEDS, knob_config
-from ftlab.foundation.storage import write_json_atomic
+from ftlab.config.profiles import knob_config
 from ftlab.training.parallel import train_in_workers
 from ftlab.training.train import environment
+from provenance import record  # benchmarks/provenance.py: the commit and processor measured
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
               "threads_in_one_process": torch.get_num_threads(), "sequential_s": round(sequential, 1),
               "workers_s": round(parallel, 1), "speedup": round(sequential / parallel, 3), "env": environment()}
     print(result)
-    write_json_atomic(Path(__file__).parent / "results" / "workers_cpu.json", result)
+    record(Path(__file__).parent / "results" / "workers_cpu.json", result)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ _TAG = re.compile(r"</?[A-Za-z][^<>\n]*>")
 _ARXIV = re.compile(r"\barxiv[:\s/]*(?:abs/)?\d{4}\.\d{4,5}(?:v\d+)?", re.I)
 _YEAR = r"((?:19|20)\d\d)[a-z]?(?![\w.,]\d)"
 _CITATION_YEAR = re.compile(
-    rf"(?:\bet\s+al\.?,?\s*\(?|\b[A-Z][\w'-]+(?:\s+(?:and|&)\s+[A-Z][\w'-]+)?(?:,\s*|\s*\())" + _YEAR)
+    r"(?:\bet\s+al\.?,?\s*\(?|\b[A-Z][\w'-]+(?:\s+(?:and|&)\s+[A-Z][\w'-]+)?(?:,\s*|\s*\())" + _YEAR)
 _HEADING_NUMBER = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(\d+)", re.M)
 _LIST_MARKER = re.compile(r"^[ \t]*(?:[*_]{1,2})?(\d+)[.)](?:[*_]{1,2})?(?=[ \t])", re.M)  # 1. / 2) / **3.**
 _STEP_ORDINAL = re.compile(r"\bStep[ \t]+(\d+)\b")

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -59,14 +59,13 @@ SEARCH_RATES = [1e-3, 2e-3, 3e-3]
 PROGRESS_BAR = re.compile(r"\d+%\|.*\|")
 
 BARRIER = """
-import json, sys, time
+import json, sys, threading
 from pathlib import Path
 shared, me, spec = Path(sys.argv[1]), sys.argv[2], json.loads(Path(sys.argv[3]).read_text())
 
 def start_together() -> None:
-    (shared / f"ready.{me}").touch()
-    while not (shared / "go").exists():
-        time.sleep(0.01)
+    print("READY", flush=True)
+    sys.stdin.readline()  # the test says "go" to every process at once
 """
 
 HEAVY = BARRIER + """
@@ -132,8 +131,9 @@ for p, d in files.items():  # already in the folder when the class starts
     write_json_atomic(p, d)
 writes = 1
 start_together()
-while not (shared / "stop").exists():
-    time.sleep(0.1)
+stop = threading.Event()  # set when the test says "stop", once every other process has ended
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+while not stop.wait(0.1):  # a write every tenth of a second
     check("between my writes")
     for p, d in files.items():
         write_json_atomic(p, d)
@@ -144,23 +144,42 @@ print(f"WROTE {writes} times", flush=True)
 
 
 class Proc:
-    """One learner's process, its output collected as it comes (a full pipe would block it)."""
+    """One learner's process, its output collected as it comes (a full pipe would block it), told what to do on its
+    standard input; the test waits on what it prints, not on the clock."""
 
     def __init__(self, name: str, script: str, shared: Path, spec: dict[str, Any], env: dict[str, str]) -> None:
         self.name = name
         (shared / f"{name}.py").write_text(textwrap.dedent(script))
         (shared / f"{name}.json").write_text(json.dumps(spec))
         self.popen = subprocess.Popen([sys.executable, str(shared / f"{name}.py"), str(shared), name,
-                                       str(shared / f"{name}.json")], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
+                                       str(shared / f"{name}.json")], env=env, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
+        self.ended = False
+        self.printed = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
+            with self.printed:
+                self.lines.append(line.rstrip("\n"))
+                self.printed.notify_all()
+        with self.printed:
+            self.ended = True
+            self.printed.notify_all()
+
+    def said(self, what: Callable[[list[str]], bool], deadline: float) -> bool:
+        """Whether ``what`` holds of its output by ``deadline``: woken by each line it prints, and by its end."""
+        with self.printed:
+            self.printed.wait_for(lambda: what(self.lines) or self.ended, timeout=max(deadline - time.monotonic(), 0))
+            return what(self.lines)
+
+    def tell(self, word: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(word + "\n")
+        self.popen.stdin.flush()
 
     def output(self) -> str:
         """What it printed, without the libraries' progress bars."""
@@ -235,30 +254,28 @@ def test_a_classroom_sharing_one_runs_folder_and_one_study_loses_and_damages_not
         procs["killed"] = Proc("killed", KILLED, shared, {"config": killed_config.to_dict()}, env)
 
         deadline = time.monotonic() + READY_S
-        while not all((shared / f"ready.{name}").exists() for name in procs):
-            ended = [p for p in procs.values() if p.popen.poll() is not None]
-            assert not ended, "a process ended before the class started:\n" + "\n".join(p.output() for p in ended)
-            assert time.monotonic() < deadline, "not every process reached the start in time:\n" + "\n".join(
-                p.output() for p in procs.values() if not (shared / f"ready.{p.name}").exists())
-            time.sleep(0.05)
-        (shared / "go").touch()
+        for p in procs.values():
+            assert p.said(lambda lines: "READY" in lines, deadline), (
+                "a process ended before the class started" if p.ended else "not every process reached the start in "
+                "time") + f":\n{p.output()}"
+        for p in procs.values():
+            p.tell("go")
         started = time.monotonic()
         deadline = started + RUN_S
 
         # the SIGKILL lands once the long run's history is underway: mid-run
         killed = procs["killed"]
-        while not (any(": training 5000 steps" in line for line in killed.lines)
-                   and any(line.startswith("step 2") for line in killed.lines)):
-            assert killed.popen.poll() is None, f"the long run ended before it could be killed\n{killed.output()}"
-            assert time.monotonic() < deadline, f"the long run never got underway\n{killed.output()}"
-            time.sleep(0.02)
+        assert killed.said(lambda lines: any(": training 5000 steps" in line for line in lines)
+                           and any(line.startswith("step 2") for line in lines), deadline), (
+            "the long run ended before it could be killed" if killed.ended else "the long run never got underway"
+        ) + f"\n{killed.output()}"
         os.kill(killed.popen.pid, signal.SIGKILL)
         assert killed.wait(deadline) == -signal.SIGKILL, killed.output()
 
         for name in [*jobs, *SEARCH_TRIALS]:
             assert procs[name].wait(deadline) == 0, f"{name} failed\n{procs[name].output()}"
-        (shared / "stop").touch()
         writer = procs["newer-ftlab"]
+        writer.tell("stop")
         assert writer.wait(time.monotonic() + 30) == 0, f"the newer ftlab's writer failed\n{writer.output()}"
         class_seconds = time.monotonic() - started
     finally:

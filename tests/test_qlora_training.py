@@ -42,7 +42,7 @@ def test_an_evaluation_before_training_changes_no_gradient():
     assert not [m for m in said if "autograd kernel was not registered" in m]
     assert fresh.keys() == after_eval.keys()
     for name, grad in fresh.items():
-        torch.testing.assert_close(after_eval[name], grad, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(after_eval[name], grad, msg=lambda m: f"{name}: {m}")  # noqa: B023 (called at once)
 
 
 def test_no_4bit_layer_is_left_in_the_inference_layout():

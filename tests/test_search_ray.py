@@ -6,7 +6,6 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from ftlab import Run
 from ftlab.runs.cache import RunCache
 from ftlab.experiments.search import steps_saved, trial_rows, tune_search
 

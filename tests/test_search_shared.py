@@ -12,8 +12,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import pytest
@@ -29,16 +30,14 @@ SPACE = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True),
 PER_PROCESS = 30
 
 LEARNER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
+    import sys
     from ftlab import Run
     from ftlab.experiments.search import contribute, join_class_study, study_setup
-    storage, who, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    storage, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     study = join_class_study(storage)
     base, space = study_setup(study)
-    Path(f"{go}.{who}").touch()  # ready
-    while not go.exists():  # both learners start writing at the same moment
-        time.sleep(0.01)
+    print("READY", flush=True)
+    sys.stdin.readline()  # both learners start writing at the same moment: when the test says "go" to both
     for i in range(n):
         config = base.replace(learning_rate=1e-3 * (1 + 9 * i / n), weight_decay=0.01 if who == "ana" else 0.05)
         run = Run(config=config, evals=[{"step": 0, "eval_loss": 3.0}, {"step": 4, "eval_loss": 2.0 + i / 100}],
@@ -63,18 +62,23 @@ def test_two_processes_write_one_journal_study_at_once(small, tmp_path):
     (tmp_path / "shared").mkdir()
     open_class_study(journal, small, SPACE)
     (tmp_path / "learner.py").write_text(LEARNER)
-    go = tmp_path / "go"
     script = str(tmp_path / "learner.py")
-    learners = [subprocess.Popen([sys.executable, script, journal, who, str(PER_PROCESS), str(go)],
+    learners = [subprocess.Popen([sys.executable, script, journal, who, str(PER_PROCESS)], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for who in ("ana", "bo")]
-    deadline = time.monotonic() + 120
-    while not all(Path(f"{go}.{who}").exists() for who in ("ana", "bo")) and time.monotonic() < deadline:
-        assert all(proc.poll() is None for proc in learners), [proc.communicate()[0] for proc in learners]
-        time.sleep(0.05)
-    go.touch()
+    with ThreadPoolExecutor(len(learners)) as pool:  # each learner's first line, waited for with a bound
+        ready = [pool.submit(proc.stdout.readline) for proc in learners]
+        try:
+            said = [line.result(timeout=120) for line in ready]
+        except FutureTimeout:
+            for proc in learners:
+                proc.kill()  # which also ends the reads
+            raise AssertionError("the learners did not reach the start within 120 s") from None
     for proc in learners:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc, first in zip(learners, said):
         out, _ = proc.communicate(timeout=180)
-        assert proc.returncode == 0, out
+        assert first == "READY\n" and proc.returncode == 0, first + out
     study = join_class_study(journal)
     trials = study.trials
     assert len(trials) == 2 * PER_PROCESS

@@ -4,7 +4,8 @@ from pathlib import Path
 import shutil
 import socket
 import sys
-import time
+import threading
+import types
 import warnings
 
 import pytest
@@ -212,27 +213,39 @@ def test_tiny_preset_defaults_train(tmp_path):
 # --- hub ids answer in seconds without network, and still resolve with it ------------------------
 
 
-def test_hub_model_without_network_fails_within_seconds(monkeypatch, tiny_config, tmp_path):
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.fixture()
+def hanging_network(monkeypatch):
+    """A network that never answers: each connection attempt is recorded (address, timeout) and hangs until the
+    test ends. A test then checks that ftlab gave up while the attempt still hung, whatever the machine's load,
+    instead of timing ftlab; an unbounded wait would hang past ``returned`` and fail."""
+    net = types.SimpleNamespace(calls=[], returned=threading.Event(), release=threading.Event())
+
+    def connect(address, timeout=None, *args, **kwargs):
+        net.calls.append((address, timeout))
+        net.release.wait(60)
+        net.returned.set()
+        raise OSError("no answer")
+
+    monkeypatch.setattr(socket, "create_connection", connect)
     monkeypatch.setattr(sources, "_probe_cache", None)
-    monkeypatch.setattr(socket, "create_connection", _hanging_connection)  # a network that never answers
-    started = time.perf_counter()
+    yield net
+    net.release.set()
+
+
+def test_hub_model_without_network_fails_within_seconds(monkeypatch, tiny_config, tmp_path, hanging_network):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(ModelNotFoundError, match="does not answer from this machine within 2.5 s"):
         train(tiny_config.replace(model="someone/some-model"), runs_dir=tmp_path)
-    assert time.perf_counter() - started < 5
+    assert [(host, timeout) for (host, _), timeout in hanging_network.calls] == [
+        ("huggingface.co", sources.HUB_PROBE_SECONDS)]  # one probe, bounded by its timeout
+    assert not hanging_network.returned.is_set()  # ftlab answered while the connection still hung
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.perf_counter()
+    monkeypatch.setattr(sources, "_probe_cache", None)  # no remembered answer: only HF_HUB_OFFLINE can spare a probe
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE=1 is set"):
         models.resolve_model("someone/some-model")
-    assert time.perf_counter() - started < 1
+    assert len(hanging_network.calls) == 1  # offline: the hub is not even asked
     assert not list(tmp_path.iterdir())
-
-
-def _hanging_connection(address, timeout=None, *args, **kwargs):
-    assert address == ("hub.example.invalid", 8443) or address[0] == "huggingface.co"
-    time.sleep(30)
-    raise OSError("no answer")
 
 
 def test_hub_id_with_network_is_handed_to_from_pretrained(monkeypatch):
@@ -242,13 +255,10 @@ def test_hub_id_with_network_is_handed_to_from_pretrained(monkeypatch):
     assert models.resolve_model("someone/some-model") == "someone/some-model"  # downloaded by from_pretrained
 
 
-def test_hub_probe_asks_hf_endpoint_and_is_bounded(monkeypatch):
+def test_hub_probe_asks_hf_endpoint_and_is_bounded(monkeypatch, hanging_network):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid:8443")
-    monkeypatch.setattr(sources, "_probe_cache", None)
-    monkeypatch.setattr(socket, "create_connection", _hanging_connection)
-    started = time.perf_counter()
     assert sources.hub_reachable(timeout=0.5) is False
-    assert time.perf_counter() - started < 2
+    assert hanging_network.calls == [(("hub.example.invalid", 8443), 0.5)] and not hanging_network.returned.is_set()
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: contextlib.nullcontext())
     assert sources.hub_reachable() is False  # answered from the minute-long memory
     monkeypatch.setattr(sources, "_probe_cache", None)

@@ -32,8 +32,6 @@ state is fp32: the gradient is cast to fp32 before the statistics are taken.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 

@@ -11,8 +11,8 @@ Four things a learner needs to reason about a weight-decay sweep:
    Loshchilov & Hutter, 2019).
 2. **Which weights are decayed.** :func:`decay_parameter_names` re-derives the rule the Hugging
    Face ``Trainer`` uses to split parameters into a decayed and an undecayed group.
-3. **What to plot.** :func:`weight_norm` is the global norm of the weights, the quantity that
-   decay visibly controls over a run.
+3. **What to plot.** :func:`ftlab.training.step.weight_norm` is the global norm of the weights,
+   the quantity that decay visibly controls over a run.
 4. **How much decay.** With AdamW the product ``lr * wd`` sets a time scale,
    ``tau_iter = 1 / (lr * wd)`` optimizer steps (:func:`adamw_timescale`): roughly how many
    steps the weights "remember" an update for. What matters is that time scale measured as a
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ftlab.config.run_config import is_finite_number
 
 __all__ = [
-    "adamw_step", "adam_l2_step", "decay_parameter_names", "no_decay_parameter_names", "weight_norm",
+    "adamw_step", "adam_l2_step", "decay_parameter_names", "no_decay_parameter_names",
     "adamw_timescale", "timescale_fraction", "power_lines_tau_opt", "weight_decay_for",
     "batch_size_for", "batch_tokens_for", "NO_DECAY_NAME_PATTERNS", "NO_DECAY_LAYER_TYPES",
     "POWER_LINES_TAU_COEFF", "POWER_LINES_TAU_EXPONENT", "POWER_LINES_BATCH_COEFF",

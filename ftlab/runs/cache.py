@@ -33,7 +33,7 @@ from typing import Iterator
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import CacheError
 from ftlab.foundation.storage import cache_dir, folder_from_env, move_aside, write_json_atomic
-from ftlab.runs.record import SCHEMA_VERSION, Run, UnknownSchema
+from ftlab.runs.record import Run, UnknownSchema
 from ftlab.setup.data import PACKER, data_fingerprint
 from ftlab.setup.presets import model_identity
 
