@@ -30,7 +30,6 @@ import torch
 
 from ftlab import RunConfig, estimate, load_model
 from ftlab.memory import MiB, measure_training_step, model_architecture, setup_for, transient_bytes
-from ftlab.foundation.storage import write_json_atomic
 from ftlab.training.arguments import training_optimizer
 from ftlab.training.train import environment
 from provenance import record  # benchmarks/provenance.py: the commit and processor measured

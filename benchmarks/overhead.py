@@ -22,7 +22,6 @@ from transformers import PrinterCallback, Trainer, get_scheduler, set_seed
 
 from ftlab import RunConfig, load_data, load_model
 from ftlab import train
-from ftlab.foundation.storage import write_json_atomic
 from ftlab.training.arguments import training_arguments
 from ftlab.training.train import environment
 from provenance import record  # benchmarks/provenance.py: the commit and processor measured

@@ -72,7 +72,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
 
 _OWNER: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 
-__all__ = ["__version__", *_OWNER]
+__all__ = ["__version__", *_OWNER]  # noqa: PLE0604  (the names of _PUBLIC, listed once there)
 
 
 def __getattr__(name: str) -> Any:
