@@ -137,7 +137,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("measurement", ("ftlab.memory",)),
     ("runs", ("ftlab.runs",)),
     ("training", ("ftlab.training", "ftlab.distributed")),
-    ("experiments", ("ftlab.sweep", "ftlab.stats", "ftlab.search")),
+    ("experiments", ("ftlab.sweep", "ftlab.stats", "ftlab.search", "ftlab.experiments")),
     ("presentation", ("ftlab.ui", "ftlab.cli")),
     ("lessons", ("ftlab.lessons",)),
 )
