@@ -31,7 +31,8 @@ import torch
 from ftlab import RunConfig, estimate, load_model
 from ftlab.memory import MiB, measure_training_step, model_architecture, setup_for, transient_bytes
 from ftlab.foundation.storage import write_json_atomic
-from ftlab.training.train import environment, training_optimizer
+from ftlab.training.arguments import training_optimizer
+from ftlab.training.train import environment
 
 METHODS = {"full": dict(lora_r=0), "lora": dict(lora_r=8), "qlora": dict(lora_r=8, load_in_4bit=True)}
 FIELDS = ("weights", "gradients", "optimizer", "activations", "total")

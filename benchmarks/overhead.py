@@ -23,7 +23,8 @@ from transformers import PrinterCallback, Trainer, get_scheduler, set_seed
 from ftlab import RunConfig, load_data, load_model
 from ftlab import train
 from ftlab.foundation.storage import write_json_atomic
-from ftlab.training.train import environment, training_arguments
+from ftlab.training.arguments import training_arguments
+from ftlab.training.train import environment
 
 
 def bare_trainer(config: RunConfig) -> float:

@@ -53,7 +53,8 @@ from ftlab.config.precision import probe
 from ftlab.config.profiles import base_config, knob_config
 from ftlab.foundation.storage import write_json_atomic
 from ftlab.setup.models import count_parameters
-from ftlab.training.train import environment, training_optimizer
+from ftlab.training.arguments import training_optimizer
+from ftlab.training.train import environment
 
 AUTOCAST_BF16_OPS = frozenset({F.linear, F.scaled_dot_product_attention, torch.matmul, torch.Tensor.matmul,
                                torch.Tensor.__matmul__, torch.mm, torch.bmm, torch.addmm, torch.baddbmm})

@@ -1,26 +1,88 @@
 """ftlab: a workbook for learning how fine-tuning hyperparameters really behave.
 
-The public API is what the notebooks use: describe an experiment with RunConfig, run it
-with train(), compare the Runs with the plot functions.
+This namespace is the public surface the chapters use: describe an experiment with
+``RunConfig`` (or ``base_config``/``knob_config``), run it with ``train``, run arms with
+``arms`` and read them with ``verdicts``/``compare``, plot with the ``plot_*`` functions,
+explore with the widgets, predict memory with ``estimate``/``fits_table`` and search with
+``search``. A chapter imports from here (``from ftlab import RunConfig, train, plot_arms``),
+plus the ``ftlab.lessons`` module whose mechanism it shows; the folders below are the
+layers (see the README's module map) and may be rearranged without breaking a chapter.
+
+``import ftlab`` is light: each name is imported from its module the first time it is
+used (PEP 562's module ``__getattr__``), so a command, a worker process or a test that needs
+one function does not pay for torch, transformers, peft, datasets, optuna and matplotlib.
+Inside IPython, the import also quiets the libraries' progress bars (in a Jupyter kernel)
+and teaches the shell to draw ftlab's figures (see :mod:`ftlab.foundation.jupyter`).
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ftlab.foundation.jupyter import in_jupyter_kernel, ipython_shell, quiet_libraries, show_figures_inline
 from ftlab.version import __version__
-from ftlab.foundation.jupyter import in_jupyter_kernel, quiet_libraries
 
 if in_jupyter_kernel():  # first, before any import of bitsandbytes, which logs at import
     quiet_libraries()  # saved notebooks keep no frozen progress bars or library log lines (see ftlab.foundation.jupyter)
+if ipython_shell() is not None:
+    show_figures_inline()  # in a notebook, returned figures render as pictures (see its docstring)
 
-from ftlab.config.run_config import RunConfig
-from ftlab.errors import ArgumentError, ConfigError, DataError, DeviceError, FtlabError, ModelNotFoundError
-from ftlab.memory import MemoryBreakdown, estimate
-from ftlab.setup.models import load_model, load_tokenizer
-from ftlab.setup.data import load_data
-from ftlab.config.profiles import base_config, profile_name, workload
-from ftlab.runs.record import Run
-from ftlab.training.train import train
-from ftlab.ui.plot import show_figures_inline
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "ftlab.errors": ("FtlabError", "ArgumentError", "ConfigError", "DataError", "DeviceError", "ModelNotFoundError"),
+    "ftlab.foundation.jupyter": ("show_figures_inline",),
+    "ftlab.config.run_config": ("RunConfig",),
+    "ftlab.config.profiles": ("base_config", "knob_config", "profile_name", "workload", "KNOB_SEEDS", "KNOB_STEPS"),
+    "ftlab.config.optimizers": ("OPTIM_8BIT_BLOCK", "OPTIM_8BIT_MIN_SIZE"),
+    "ftlab.config.precision": ("probe",),
+    "ftlab.setup.presets": ("resolve_model",),
+    "ftlab.setup.models": ("load_model", "load_tokenizer", "count_parameters"),
+    "ftlab.setup.data": ("load_data", "load_raw", "encode_example", "split_summary"),
+    "ftlab.setup.skewed_mix": ("skewed_mix",),
+    "ftlab.memory": ("MemoryBreakdown", "MEMORY_PARTS", "MiB", "GiB", "estimate", "model_architecture", "setup_for",
+                     "transient_bytes", "tensor_bytes", "optimizer_state_bytes", "describe_model", "ActivationMeter",
+                     "measure_training_step", "measure_step_peak", "MODEL_SIZES", "fits_table", "gpu_need",
+                     "assumptions", "communication_bytes", "gathered_bytes", "devices_needed"),
+    "ftlab.memory.fits": ("method_config", "fits"),
+    "ftlab.runs.record": ("Run",),
+    "ftlab.runs.table": ("metric", "metric_table", "values", "early_values", "memory_cost"),
+    "ftlab.training.train": ("train",),
+    "ftlab.training.arguments": ("training_arguments", "training_optimizer"),
+    "ftlab.training.evaluate": ("generate_answers",),
+    "ftlab.training.step": ("weight_norm",),
+    "ftlab.distributed": ("Plan", "average_gradients", "ring_all_reduce", "ring_traffic", "measure_or_explain",
+                          "why_not_launch", "one_process"),
+    "ftlab.experiments.sweep": ("sweep", "arms", "train_each", "verdicts"),
+    "ftlab.experiments.stats": ("compare", "compare_to_baseline", "proportion_interval"),
+    "ftlab.experiments.protocol": ("Hyperparameters", "tune_rates", "report", "flatness", "verdict_on",
+                                   "ProtocolError", "SELECTION_SEED", "REPORT_SEEDS", "SMALLEST_EFFECT"),
+    "ftlab.experiments.search": ("search", "tune_search", "SearchError", "trial_rows", "trial_run", "best_trial",
+                                 "finished_trials", "steps_run", "steps_saved", "default_storage_url",
+                                 "open_class_study", "contribute", "trainer_search_example"),
+    "ftlab.experiments.search.trials": ("eval_points",),
+    "ftlab.ui.plot": ("loss_unit", "plot_losses", "plot_lr", "plot_memory", "plot_arms", "plot_final",
+                      "plot_reliability", "plot_metric", "plot_schedules"),
+    "ftlab.ui.search_plot": ("plot_landscape", "plot_best_so_far"),
+    "ftlab.ui.source": ("code_of",),
+    "ftlab.ui.published": ("show_takeaway",),
+    "ftlab.ui.widgets": ("Playground", "LogSlider", "Slider", "Dropdown", "Toggle", "Epochs", "MemoryPredictor",
+                         "SearchWidget", "ClassStudy"),
+}
+"""Each public name, by the module that owns it: the one list a name is added to."""
 
-show_figures_inline()  # in a notebook, returned figures render as pictures (see its docstring)
+_OWNER: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 
-__all__ = ["RunConfig", "load_model", "load_tokenizer", "load_data", "train", "Run", "MemoryBreakdown", "estimate",
-           "base_config", "profile_name", "workload", "show_figures_inline", "ArgumentError", "ConfigError", "DataError", "DeviceError",
-           "FtlabError", "ModelNotFoundError"]
+__all__ = ["__version__", *_OWNER]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use, and keep it here for the next."""
+    module = _OWNER.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ftlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -11,7 +11,7 @@ from ftlab.lessons.adafactor import (beta2_at, rank1_reconstruction, row_col_sta
                              second_moment_shapes, update_factored_second_moment)
 from ftlab.errors import ArgumentError
 from ftlab.setup.models import load_model
-from ftlab.training.train import training_optimizer
+from ftlab.training.arguments import training_optimizer
 
 STATE_KEYS = ("exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq")
 

@@ -29,7 +29,7 @@ from ftlab.cli.main import read_config
 from ftlab.cli.common import CliError
 from ftlab.errors import (CacheError, ConfigError, ConfigFileError, DataError, DeviceError, FtlabError, ModelError,
                           ModelNotFoundError)
-from ftlab.setup.models import resolve_model
+from ftlab.setup.presets import resolve_model
 from ftlab.cli.prepare import chapter_notebooks
 from ftlab.config.profiles import profile_name
 from ftlab.cli.runs import find_run
@@ -55,7 +55,7 @@ class Bad:
         """No HF_HUB_OFFLINE, and the hub probe answers 'unreachable' (no host is contacted)."""
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
             self.monkeypatch.delenv(name, raising=False)
-        self.monkeypatch.setattr(sys.modules["ftlab.foundation.sources"], "hub_reachable", lambda *a, **k: False)
+        self.monkeypatch.setattr(sys.modules["ftlab.setup.sources"], "hub_reachable", lambda *a, **k: False)
 
     def file(self, name: str, content: str | bytes) -> Path:
         path = self.tmp / name

@@ -5,7 +5,7 @@ from transformers import Trainer, set_seed
 
 from ftlab import RunConfig, load_data, load_model
 from ftlab.lessons.checkpointing import activation_sweep, library_guards_input_grads, reentrant_trap
-from ftlab.training.train import training_arguments
+from ftlab.training.arguments import training_arguments
 
 
 def test_reentrant_trap_is_real_and_the_fixes_work():

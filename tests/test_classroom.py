@@ -46,7 +46,7 @@ from ftlab import RunConfig
 from ftlab.foundation.storage import write_json_atomic
 from ftlab.runs.cache import PRUNED, QUARANTINE, RunCache
 from ftlab.runs.record import SCHEMA_VERSION, Run
-from ftlab.search.study import counts_toward_budget, open_storage
+from ftlab.experiments.search.study import counts_toward_budget, open_storage
 
 READY_S = 300
 """Seconds every process gets to import torch and reach the starting line (a busy 2-core box)."""
@@ -85,7 +85,7 @@ for job in spec["jobs"]:
 
 SEARCHER = HEAVY + """
 from optuna.distributions import CategoricalDistribution
-from ftlab.search import search
+from ftlab.experiments.search import search
 start_together()
 search(RunConfig.from_dict(spec["base"]), {"learning_rate": CategoricalDistribution(spec["rates"])},
        n_trials=spec["n_trials"], sampler="random", storage=spec["journal"], study_name=spec["study"],

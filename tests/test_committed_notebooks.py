@@ -105,7 +105,7 @@ def test_committed_notebook_metadata_names_no_machine_folder(path: Path) -> None
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_committed_outputs_name_no_machine_folder(path: Path) -> None:
-    """A warning printed with its file (``/work/.../ftlab/sweep.py:40: UserWarning``) or a
+    """A warning printed with its file (``/work/.../ftlab/experiments/sweep.py:40: UserWarning``) or a
     cache folder in a printed path tells a reader about the machine that ran the chapter."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     def text(output: dict[str, Any]) -> str:  # pictures are base64, where any five characters may turn up

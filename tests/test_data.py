@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ftlab import DataError, RunConfig, load_data, load_tokenizer
-from ftlab.foundation import sources
+from ftlab.setup import sources
 from ftlab.setup.data import Collator, encode_example, pack_examples, read_jsonl
 from ftlab.setup.models import load_model
 

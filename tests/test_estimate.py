@@ -24,8 +24,9 @@ from ftlab.memory import (Architecture, MemoryBreakdown, estimate, measure_train
                           weight_bytes)
 from ftlab.memory.fits import MODEL_SIZES, fits_table
 from ftlab.memory.predict import breakdown
-from ftlab.setup.models import TINY_CONFIG, count_parameters, load_model, resolve_model
-from ftlab.training.train import training_optimizer
+from ftlab.setup.models import count_parameters, load_model
+from ftlab.setup.presets import TINY_CONFIG, resolve_model
+from ftlab.training.arguments import training_optimizer
 
 FIELDS = ("weights", "gradients", "optimizer", "activations", "total")
 

@@ -1,4 +1,4 @@
-"""Every chapter's first code cell is the hosted-notebook cell ftlab.foundation.hosted defines,
+"""Every chapter's first code cell is the hosted-notebook cell ftlab.cli.hosted defines,
 and that cell does the right thing on Colab, on Kaggle and in a local checkout.
 
 The cell runs here for real, in this process, with the service's environment variable set
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.foundation import hosted
+from ftlab.cli import hosted
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -28,8 +28,8 @@ def test_the_first_code_cell_of_every_chapter_is_the_hosted_cell(path):
     first = next(c for c in cells if c["cell_type"] == "code")
     expected = hosted.cell()
     kept = lambda cell: (cell["id"], cell["source"], cell["metadata"].get("tags"), cell["outputs"])  # an executed copy
-    assert kept(first) == kept(expected), (f"{path.name}: its first code cell is not ftlab.foundation.hosted.CELL; run "
-                                    f"python -m ftlab.foundation.hosted {path.relative_to(path.parent.parent)}")
+    assert kept(first) == kept(expected), (f"{path.name}: its first code cell is not ftlab.cli.hosted.CELL; run "
+                                    f"ftlab hosted {path.relative_to(path.parent.parent)}")
     assert [c.get("id") for c in cells].count(hosted.CELL_ID) == 1
 
 

@@ -131,28 +131,39 @@ def test_ftlab_has_no_import_cycle():
 
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("ftlab.errors", "ftlab.version", "ftlab.foundation")),
-    ("configuration", ("ftlab.config",)),
-    ("set-up", ("ftlab.setup",)),
-    ("measurement", ("ftlab.memory",)),
-    ("runs", ("ftlab.runs",)),
-    ("training", ("ftlab.training", "ftlab.distributed")),
-    ("experiments", ("ftlab.sweep", "ftlab.stats", "ftlab.search", "ftlab.experiments")),
-    ("presentation", ("ftlab.ui", "ftlab.cli")),
-    ("lessons", ("ftlab.lessons",)),
+    ("foundation", ("foundation",)),
+    ("configuration", ("config",)),
+    ("set-up", ("setup",)),
+    ("measurement", ("memory",)),
+    ("runs", ("runs",)),
+    ("training", ("training", "distributed")),
+    ("experiments", ("experiments",)),
+    ("presentation", ("ui", "cli")),
+    ("lessons", ("lessons",)),
 )
-"""ftlab's layers, bottom to top (the README's module map). A module may import its own
-layer and those below it, never one above: the training path (everything below lessons)
-therefore never imports a lesson, and a lesson may use anything it teaches with."""
+"""ftlab's layers, bottom to top (the README's module map): each is named and holds one or
+two of the package's top-level folders, and a module's layer is its folder's. A module may
+import its own layer and those below it, never one above: the training path (everything
+below lessons) therefore never imports a lesson, and a lesson may use anything it teaches
+with. The tree on disk is this list: every folder is in one layer, every module in a folder."""
+
+ROOT_MODULES: dict[str, str] = {"errors": "foundation", "version": "foundation"}
+"""The documented exception to "every module is in a folder": ``ftlab.errors`` (imported by
+every layer and by users, as ``from ftlab.errors import ...``) and ``ftlab.version`` (read by
+pyproject.toml), both of the foundation layer."""
 
 
 def layer_of(module: str) -> int | None:
-    """The index of the layer ``module`` belongs to; None for the package's public face
-    (``ftlab`` itself, which gathers the API from every layer but the lessons)."""
-    for i, (_, prefixes) in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return i
-    return None
+    """The index of the layer ``module`` belongs to, from its top-level folder (or
+    :data:`ROOT_MODULES`); None for the package's public face (``ftlab`` itself, which
+    gathers the API from every layer but the lessons) and for a module in no layer."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    top = parts[1]
+    if len(parts) == 2 and top in ROOT_MODULES:
+        return [name for name, _ in LAYERS].index(ROOT_MODULES[top])
+    return next((i for i, (_, folders) in enumerate(LAYERS) if top in folders), None)
 
 
 def layer_violations(graph: dict[str, set[str]], root: str = "ftlab") -> list[str]:
@@ -173,6 +184,16 @@ def layer_violations(graph: dict[str, set[str]], root: str = "ftlab") -> list[st
 def test_every_ftlab_module_has_a_layer():
     unplaced = [m for m in module_names(PACKAGE_DIR) if m != "ftlab" and layer_of(m) is None]
     assert not unplaced, f"modules in no layer of LAYERS: {unplaced}"
+
+
+def test_the_folders_are_the_layers():
+    """Every top-level folder of the package is in exactly one layer, and every module but
+    the package itself and :data:`ROOT_MODULES` lives in a folder."""
+    folders = sorted(p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").is_file())
+    listed = sorted(f for _, fs in LAYERS for f in fs)
+    assert folders == listed, f"folders on disk {folders} != folders in LAYERS {listed}"
+    loose = sorted(p.stem for p in PACKAGE_DIR.glob("*.py") if p.stem != "__init__" and p.stem not in ROOT_MODULES)
+    assert not loose, f"modules outside a layer folder: {loose}; move each into its layer's folder"
 
 
 def test_no_module_imports_a_higher_layer():

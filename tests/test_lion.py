@@ -8,7 +8,7 @@ from torch import nn
 
 from ftlab import RunConfig
 from ftlab.lessons.lion import lion_step
-from ftlab.training.train import training_optimizer
+from ftlab.training.arguments import training_optimizer
 
 LR = 1e-3
 STEPS = 8

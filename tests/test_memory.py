@@ -2,7 +2,8 @@ import torch
 
 from ftlab import RunConfig
 from ftlab.memory import ActivationMeter, gradient_bytes, measure_training_step, optimizer_state_bytes, weight_bytes
-from ftlab.setup.models import TINY_CONFIG, load_model
+from ftlab.setup.models import load_model
+from ftlab.setup.presets import TINY_CONFIG
 
 
 def _tiny_param_count(vocab: int) -> int:

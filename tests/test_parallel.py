@@ -5,7 +5,7 @@ import pytest
 
 from ftlab.errors import ConfigError
 from ftlab.runs.cache import RunCache
-from ftlab.sweep import arms
+from ftlab.experiments.sweep import arms
 from ftlab.training.parallel import WORKERS_ENV, default_workers, train_in_workers
 
 

@@ -4,7 +4,8 @@ import sys
 from matplotlib.figure import Figure
 
 from ftlab import Run, RunConfig
-from ftlab.ui.plot import frame_steps, plot_loss_curve, plot_losses, show_figures_inline
+from ftlab.foundation.jupyter import show_figures_inline
+from ftlab.ui.plot import frame_steps, plot_loss_curve, plot_losses
 
 SHELL_SCRIPT = """
 from IPython.core.interactiveshell import InteractiveShell
@@ -110,7 +111,7 @@ def test_plot_arms_draws_each_arms_mean_inside_a_band_spanning_every_seed():
 
 
 def test_plot_final_marks_every_seed_and_the_mean_with_its_t_interval():
-    from ftlab.stats import noise_band
+    from ftlab.experiments.stats import noise_band
     from ftlab.ui.plot import plot_final
     arms = {"lr=1e-3": _seeded("smollm2-135m", [1.0, 1.2, 1.4], "x"), "lr=1e-2": _seeded("smollm2-135m", [2.0, 2.2], "y")}
     ax = plot_final(arms, x=[1e-3, 1e-2], logx=True, xlabel="learning rate").axes[0]

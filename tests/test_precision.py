@@ -14,14 +14,15 @@ from transformers import Trainer
 
 import ftlab.config.profiles as profiles
 import ftlab.setup.models as models
-import ftlab.training.train as train_module
+import ftlab.training.arguments as train_module
 from ftlab.config.precision import Capabilities, choose_precision, cpu_native_bf16, probe
 from ftlab.config.profiles import base_config, knob_config, profile_name
 from ftlab.config.run_config import OPTIMIZERS, RunConfig
 from ftlab.errors import ConfigError, DeviceError, ModelNotFoundError
 from ftlab.memory import GiB, estimate, model_architecture, setup_for, transient_bytes
 from ftlab.memory.fits import HEADROOM
-from ftlab.setup.models import BITSANDBYTES_OPTIMIZERS, check_device
+from ftlab.config.optimizers import BITSANDBYTES_OPTIMIZERS
+from ftlab.setup.models import check_device
 
 T4 = Capabilities(device="cuda", device_name="Tesla T4", device_memory=15_828_320_256, cuda_bf16=False,
                   cpu_bf16=False, cpu_capability="AVX2", ram=13 * GiB)

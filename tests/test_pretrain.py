@@ -12,7 +12,7 @@ import pytest
 from ftlab import RunConfig
 from ftlab import train
 from ftlab.setup.data import SPLITS, data_dir, read_jsonl
-from ftlab.setup.models import byte_tokenizer, resolve_model
+from ftlab.setup.presets import byte_tokenizer, resolve_model
 from ftlab.setup.pretrain import corpus, document_text
 
 

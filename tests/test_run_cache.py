@@ -18,7 +18,7 @@ from ftlab.errors import CacheError
 from ftlab.runs import cache as cache_module
 from ftlab.runs.cache import RunCache, run_key
 from ftlab.runs.record import METRICS, SCHEMA_VERSION, UnknownSchema
-from ftlab.setup.models import model_identity, resolve_model
+from ftlab.setup.presets import model_identity, resolve_model
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""ftlab.search on the tiny model: every trial a cached ftlab.train run, resumable studies,
+"""ftlab.experiments.search on the tiny model: every trial a cached ftlab.train run, resumable studies,
 pruning live and replayed from the cache, and every bad input refused before a trial."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from optuna.trial import TrialState, create_trial
 
 from ftlab import ConfigError, Run, RunConfig
 from ftlab.runs.cache import RunCache
-from ftlab.search import (SearchError, best_so_far, contributors, grid, search, steps_run, steps_saved, trial_rows,
+from ftlab.experiments.search import (SearchError, best_so_far, contributors, grid, search, steps_run, steps_saved, trial_rows,
                           trial_run, trainer_search_example)
-from ftlab.search import trials as trials_module
-from ftlab.search.study import counts_toward_budget, default_storage_url
+from ftlab.experiments.search import trials as trials_module
+from ftlab.experiments.search.study import counts_toward_budget, default_storage_url
 
 LR = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True)}
 
@@ -183,7 +183,7 @@ def test_trainer_hyperparameter_search_example(small):
 
 
 def test_tune_search_says_how_to_get_ray_when_it_is_missing(small, monkeypatch):
-    from ftlab.search import scale, tune_search
+    from ftlab.experiments.search import scale, tune_search
     real = scale.importlib.util.find_spec
     monkeypatch.setattr(scale.importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("ray") else real(name, *a))
@@ -197,7 +197,7 @@ def test_a_fresh_sqlite_storage_opens_while_another_process_creates_its_tables(t
     # version row, or "table ... already exists" on a CREATE TABLE (seen in the kill-and-resume
     # test); it waits for the winner and opens the finished database
     import sqlalchemy.exc
-    from ftlab.search import study as study_module
+    from ftlab.experiments.search import study as study_module
     real, calls = study_module.RDBStorage, []
     race = {"integrity": sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed")),
             "create": sqlalchemy.exc.OperationalError("CREATE TABLE version_info", {},

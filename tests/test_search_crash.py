@@ -12,14 +12,14 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from ftlab.search import search
-from ftlab.search.study import default_storage_url, open_storage
+from ftlab.experiments.search import search
+from ftlab.experiments.search.study import default_storage_url, open_storage
 
 SCRIPT = textwrap.dedent("""
     import sys
     from optuna.distributions import FloatDistribution
     from ftlab import RunConfig
-    from ftlab.search import search
+    from ftlab.experiments.search import search
     base = RunConfig.from_json(open(sys.argv[1]).read())
     search(base, {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True)}, n_trials=2, sampler="random")
 """)

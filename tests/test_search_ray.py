@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from ftlab import Run
 from ftlab.runs.cache import RunCache
-from ftlab.search import steps_saved, trial_rows, tune_search
+from ftlab.experiments.search import steps_saved, trial_rows, tune_search
 
 ray = pytest.importorskip("ray", reason="Ray Tune is the optional extra: pip install 'ftlab[scale]'")
 

@@ -21,7 +21,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from ftlab import Run, RunConfig
-from ftlab.search import (SearchError, contribute, contributors, join_class_study, open_class_study, search,
+from ftlab.experiments.search import (SearchError, contribute, contributors, join_class_study, open_class_study, search,
                           study_setup, trial_rows)
 
 SPACE = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True),
@@ -32,7 +32,7 @@ LEARNER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from ftlab import Run
-    from ftlab.search import contribute, join_class_study, study_setup
+    from ftlab.experiments.search import contribute, join_class_study, study_setup
     storage, who, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
     study = join_class_study(storage)
     base, space = study_setup(study)

@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from ftlab import Run
-from ftlab.search import SearchError, contribute, open_class_study
+from ftlab.experiments.search import SearchError, contribute, open_class_study
 from ftlab.ui.widgets import ClassStudy, SearchWidget
 from ftlab.ui.widgets import search_widget as search_widget_module
 

@@ -1,4 +1,4 @@
-"""ftlab.stats: its verdicts are calibrated, its power figures honest, its numbers right.
+"""ftlab.experiments.stats: its verdicts are calibrated, its power figures honest, its numbers right.
 
 The simulations run ``_intervals``, the vectorised code ``compare`` itself returns (a test
 checks that the two agree), so they test the real rule, thousands of comparisons at once.
@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from ftlab.stats import SEEDS_CAP, StatsError, _intervals, compare, compare_to_baseline, noise_band
+from ftlab.experiments.stats import SEEDS_CAP, StatsError, _intervals, compare, compare_to_baseline, noise_band
 
 N = 20_000
 """Simulated comparisons per case."""
@@ -66,7 +66,7 @@ def test_no_true_difference_is_called_an_effect_at_most_5_percent_of_the_time(no
 
 
 def test_the_old_rule_says_effect_in_half_of_comparisons_with_no_difference():
-    """The measurement that motivated ftlab.stats: one run per arm against the baseline's
+    """The measurement that motivated ftlab.experiments.stats: one run per arm against the baseline's
     2-seed spread says "effect" about half the time when nothing changed (about a third when
     the arms share their seed, whose share of the noise then widens only the spread)."""
     unpaired, paired = (false_effect_rates("normal", p)[2][1] for p in (False, True))
@@ -234,7 +234,7 @@ def test_seeds_needed_is_monotone_and_agrees_with_detectable():
 
 def test_wilson_interval_matches_the_formula_and_stays_inside_zero_one():
     import pytest
-    from ftlab.stats import StatsError, proportion_interval
+    from ftlab.experiments.stats import StatsError, proportion_interval
     low, high = proportion_interval(5, 7)
     assert low == pytest.approx(0.3589, abs=1e-4) and high == pytest.approx(0.9178, abs=1e-4)
     zero = proportion_interval(0, 6)

@@ -1,5 +1,5 @@
 from ftlab import Run, RunConfig
-from ftlab.sweep import metric_rows, metric_table
+from ftlab.runs.table import metric_rows, metric_table
 
 
 def test_metric_table_keeps_long_column_names_apart():
@@ -21,8 +21,9 @@ def test_metric_rows_are_what_the_text_table_prints():
 
 
 def test_verdicts_compare_every_arm_with_the_baseline_paired_at_a_family_wise_level():
-    from ftlab.stats import compare_to_baseline
-    from ftlab.sweep import values, verdicts
+    from ftlab.experiments.stats import compare_to_baseline
+    from ftlab.runs.table import values
+    from ftlab.experiments.sweep import verdicts
     make = lambda finals: [Run(config=RunConfig(seed=s), metrics={"final_eval_loss": f}) for s, f in zip((42, 43, 44), finals)]
     arms = {"base": make([1.0, 1.1, 1.2]), "same": make([1.01, 1.09, 1.22]), "worse": make([1.5, 1.6, 1.7])}
     found = verdicts(arms, "base")
@@ -45,7 +46,7 @@ def test_metric_table_never_cuts_a_label():
 
 def test_early_values_average_the_first_logged_training_losses():
     import pytest
-    from ftlab.sweep import early_values
+    from ftlab.runs.table import early_values
     run = Run(config=RunConfig(), label="r", history=[{"step": s, "loss": l} for s, l in ((1, 4.0), (2, 2.0), (3, 1.0))])
     assert early_values([run, run], 2) == [3.0, 3.0]
     with pytest.raises(ValueError, match="logged 3 training losses, fewer than steps=4"):
@@ -62,7 +63,8 @@ def test_a_config_names_its_loss_unit_like_its_runs():
 
 def test_rise_from_best_is_derived_on_read_and_never_written_into_a_run():
     import pytest
-    from ftlab.sweep import values, verdicts
+    from ftlab.runs.table import values
+    from ftlab.experiments.sweep import verdicts
     runs = [Run(config=RunConfig(seed=s), label=f"r{s}", metrics={"final_eval_loss": f, "best_eval_loss": b})
             for s, f, b in ((42, 1.5, 1.25), (43, 1.4, 1.4), (44, 2.0, 1.0))]
     assert values(runs, "rise_from_best") == [0.25, 0.0, 1.0]

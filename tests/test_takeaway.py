@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from ftlab.lessons.published import KNOBS, PUBLISHED, published, show_takeaway, takeaway
+from ftlab.ui.published import KNOBS, PUBLISHED, published, show_takeaway, takeaway
 
 # What the knob chapters ask for (02 schedules, 03 weight decay, 04 NEFTune, 05 accumulation, 06 LoRA, 07 batch).
 CHAPTER_KNOBS = ["lr_lora", "lr_full", "weight_decay", "neftune_alpha", "warmup_fraction", "lr_schedule",
@@ -97,6 +97,6 @@ def test_no_knobs_means_no_published_table():
 
 def test_show_takeaway_prints_outside_ipython(capsys, monkeypatch):
     # another test in this process may have started an IPython shell: outside IPython means no shell
-    monkeypatch.setattr("ftlab.lessons.published.ipython_shell", lambda: None)
+    monkeypatch.setattr("ftlab.ui.published.ipython_shell", lambda: None)
     show_takeaway(["x"], ["y"], ["warmup_fraction"])
     assert capsys.readouterr().out == takeaway(["x"], ["y"], ["warmup_fraction"]) + "\n"

@@ -12,12 +12,12 @@ from transformers import TrainerCallback
 
 from ftlab import DeviceError, ModelNotFoundError, Run, RunConfig
 from ftlab.setup import models
-from ftlab.foundation import sources
+from ftlab.setup import sources
 from ftlab import train
 from ftlab.errors import ModelError
 from ftlab.runs.cache import RunCache
 from ftlab.runs.record import SCHEMA_VERSION
-from ftlab.training.train import flag_divergence
+from ftlab.training.divergence import flag_divergence
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +289,7 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
 
 def test_sgd_momentum_reaches_the_optimizer(tiny_config):
     """optim_args travels to Trainer: SGD with momentum keeps one buffer per parameter."""
-    from ftlab.training.train import training_optimizer
+    from ftlab.training.arguments import training_optimizer
     model, _ = models.load_model(tiny_config.replace(optim="sgd"))
     plain = training_optimizer(tiny_config.replace(optim="sgd"), model)
     moving = training_optimizer(tiny_config.replace(optim="sgd", optim_args="momentum=0.9"), model)

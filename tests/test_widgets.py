@@ -11,7 +11,7 @@ from ftlab.errors import ArgumentError
 from ftlab.runs.cache import RunCache
 from ftlab import sweep as sweep_module
 from ftlab.setup.data import data_fingerprint
-from ftlab.sweep import metric_rows
+from ftlab.runs.table import metric_rows
 from ftlab.memory import assumptions, fits_table, gpu_need
 from ftlab.ui.widgets import PANELS, Dropdown, LogSlider, MemoryPredictor, Playground, Slider, Toggle
 from ftlab.ui.widgets import playground as playground_module

@@ -26,7 +26,7 @@ import torch
 from ftlab.config.precision import Capabilities, choose_precision, probe
 from ftlab.config.profiles import KNOB_MODELS, profile_name
 from ftlab.errors import ConfigError
-from ftlab.foundation.hosted import SMOLLM2_WHEEL, service
+from ftlab.cli.hosted import SMOLLM2_WHEEL, service
 from ftlab.foundation.jupyter import in_jupyter_kernel
 from ftlab.memory import GiB, fits_table
 from ftlab.version import __version__

@@ -9,10 +9,11 @@ Everything here is one plain function call of the package, reachable without a n
     ftlab fits [--batch 1 --seq 2048 --gpus 16 24 48 80] [--devices 8 --strategy fsdp | --devices-needed]
     ftlab train CONFIG.json
     ftlab doctor                  # versions, device, precision, what fits, front end: paste into a bug report
+    ftlab hosted notebooks/*.ipynb  # authoring: write the Colab/Kaggle first cell into the chapters
 
 This module parses the arguments and dispatches; ``prepare`` lives in :mod:`ftlab.cli.prepare`
 (how it executes the chapters and resumes), ``runs`` in :mod:`ftlab.cli.runs`, what they
-share in :mod:`ftlab.cli.common`, ``doctor`` in :mod:`ftlab.cli.doctor`; ``estimate``, ``fits`` and ``train`` are here.
+share in :mod:`ftlab.cli.common`, ``doctor`` in :mod:`ftlab.cli.doctor`, ``hosted`` in :mod:`ftlab.cli.hosted`; ``estimate``, ``fits`` and ``train`` are here.
 
 Errors ftlab raises on purpose (``FtlabError``) are printed as one line and exit with 1.
 """
@@ -31,9 +32,10 @@ from ftlab.errors import ConfigFileError, FtlabError
 from ftlab.memory.fits import WEIGHTS, assumptions
 from ftlab.memory import (MODEL_SIZES, STRATEGIES, busiest_rank, communication_bytes, devices_needed, estimate,
                           fits_table, gathered_bytes, model_architecture, setup_for)
-from ftlab.setup.models import PRESETS, resolve_model
+from ftlab.setup.presets import PRESETS, resolve_model
 from ftlab.cli.prepare import cmd_prepare
 from ftlab.cli.doctor import cmd_doctor
+from ftlab.cli.hosted import cmd_hosted
 from ftlab.config.profiles import PROFILES
 from ftlab.runs.cache import RunCache
 from ftlab.cli.runs import cmd_runs_export, cmd_runs_list, cmd_runs_remove, cmd_runs_show
@@ -246,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A preflight check, short enough to paste into a bug report: each problem is "
                                    "printed with the one thing to do; the exit status is 1 when there is one.")
     d.set_defaults(func=cmd_doctor)
+
+    h = sub.add_parser("hosted", help="write the Colab/Kaggle first cell into chapters (authoring)",
+                       description="Put the current hosted-notebook cell (ftlab.cli.hosted.CELL) into each notebook "
+                                   "as its first code cell, replacing an older copy; every other cell is unchanged.")
+    h.add_argument("notebooks", nargs="+", metavar="NOTEBOOK.ipynb")
+    h.set_defaults(func=cmd_hosted)
     return parser
 
 

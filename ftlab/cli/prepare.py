@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ftlab.cli.common import CliError, table
-from ftlab.setup.models import resolve_model
+from ftlab.setup.presets import resolve_model
 from ftlab.config.profiles import profile_name
 from ftlab.runs.cache import RunCache
 from ftlab.foundation.storage import write_json_atomic

@@ -81,6 +81,8 @@ class OptimizerSpec:
     ``blockwise_8bit`` (bitsandbytes' 8-bit codes with per-block fp32 scales).
     ``factored``: Adafactor's row and column second moments instead of full moments.
     ``gpu_only``: the state pages between GPU and CPU memory, meaningless without CUDA.
+    ``bitsandbytes``: Trainer builds it from bitsandbytes (``tests/test_precision.py`` asks
+    Trainer), which has no Apple MPS backend and keeps embeddings' 8-bit state in 32 bits.
     ``buffer_args``: ``optim_args`` keys that each add one more full-size moment when set
     (nonzero or true), e.g. SGD's ``momentum``; :meth:`with_args` applies them.
     """
@@ -91,6 +93,7 @@ class OptimizerSpec:
     blockwise_8bit: bool = False
     factored: bool = False
     gpu_only: bool = False
+    bitsandbytes: bool = False
     buffer_args: tuple[str, ...] = ()
 
     def with_args(self, optim_args: dict[str, float | bool]) -> "OptimizerSpec":
@@ -119,22 +122,29 @@ OPTIMIZER_TABLE: dict[str, OptimizerSpec] = {
     "adamw_torch": OptimizerSpec("AdamW: two moments per parameter in its dtype", moments=2),
     "adamw_torch_fused": OptimizerSpec("AdamW in one fused kernel: the same two moments", moments=2),
     "adamw_bnb_8bit": OptimizerSpec("bitsandbytes AdamW with both moments as blockwise 8-bit codes", moments=2,
-                                    blockwise_8bit=True),
-    "adamw_8bit": OptimizerSpec("the same 8-bit AdamW under its short name", moments=2, blockwise_8bit=True),
+                                    blockwise_8bit=True, bitsandbytes=True),
+    "adamw_8bit": OptimizerSpec("the same 8-bit AdamW under its short name", moments=2, blockwise_8bit=True,
+                                bitsandbytes=True),
     "paged_adamw_8bit": OptimizerSpec("8-bit AdamW whose state pages between GPU and CPU memory", moments=2,
-                                      blockwise_8bit=True, gpu_only=True),
+                                      blockwise_8bit=True, gpu_only=True, bitsandbytes=True),
     "paged_adamw_32bit": OptimizerSpec("AdamW with fp32 moments paged between GPU and CPU memory", moments=2,
-                                       fp32=True, gpu_only=True),
+                                       fp32=True, gpu_only=True, bitsandbytes=True),
     "adafactor": OptimizerSpec("Adafactor: a row and a column vector of second moments per matrix", factored=True),
     "sgd": OptimizerSpec("SGD: no state at momentum 0 (Trainer's default); one momentum buffer per parameter "
                          "with momentum > 0", buffer_args=("momentum",)),
     "lion_8bit": OptimizerSpec("Lion: one momentum per parameter as blockwise 8-bit codes", moments=1,
-                               blockwise_8bit=True),
-    "lion_32bit": OptimizerSpec("Lion: one fp32 momentum per parameter", moments=1, fp32=True),
+                               blockwise_8bit=True, bitsandbytes=True),
+    "lion_32bit": OptimizerSpec("Lion: one fp32 momentum per parameter", moments=1, fp32=True, bitsandbytes=True),
     "rmsprop": OptimizerSpec("RMSprop: one square average per parameter, plus a momentum buffer (momentum > 0) and "
                              "a gradient average (centered)", moments=1, buffer_args=("momentum", "centered")),
 }
-"""Every optimizer a chapter may compare, by its transformers ``OptimizerNames`` value."""
+"""Every optimizer a chapter may compare, by its transformers ``OptimizerNames`` value: the one
+owner of what each keeps, whether it needs CUDA and whether it comes from bitsandbytes."""
+
+GPU_ONLY_OPTIMIZERS: frozenset[str] = frozenset(name for name, spec in OPTIMIZER_TABLE.items() if spec.gpu_only)
+"""Paged optimizers page state between GPU and CPU memory: meaningless without CUDA."""
+BITSANDBYTES_OPTIMIZERS: frozenset[str] = frozenset(name for name, spec in OPTIMIZER_TABLE.items() if spec.bitsandbytes)
+"""Optimizers Trainer builds from bitsandbytes, which has no Apple MPS backend."""
 
 
 def optimizer_spec(optim: str, optim_args: str = "") -> OptimizerSpec:

@@ -104,7 +104,7 @@ KNOB_MODELS = {"ci": "tiny-pretrained", "cpu": "tiny-pretrained", "gpu": "smollm
 
 KNOB_SEEDS = {"ci": (42, 43), "cpu": (42, 43, 44), "gpu": (42, 43, 44)}
 """Seeds every arm of a knob chapter is trained under, the same in each arm so that arms are
-compared paired (``ftlab.stats.compare(..., paired=True)``). Three is the fewest that gives
+compared paired (``ftlab.experiments.stats.compare(..., paired=True)``). Three is the fewest that gives
 an interval narrow enough to find the effects these chapters teach (with two, the 95% t
 interval is 12.7 standard errors wide each way); ``ci`` keeps two, since CI checks code
 paths, not verdicts."""

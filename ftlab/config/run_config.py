@@ -33,9 +33,6 @@ OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_TABLE)
 """Optimizers a chapter may compare; each is a transformers ``OptimizerNames`` value, and
 each is priced by the memory predictor from the same table (:mod:`ftlab.config.optimizers`)."""
 
-GPU_ONLY_OPTIMIZERS: frozenset[str] = frozenset(name for name, spec in OPTIMIZER_TABLE.items() if spec.gpu_only)
-"""Paged optimizers page state between GPU and CPU memory: meaningless without CUDA."""
-
 DEFAULT_SYSTEM_PROMPT = "You are a careful financial assistant. Reply with the final answer only."
 
 BYTE_LEVEL_PRESETS: tuple[str, ...] = ("tiny", "tiny-pretrained")

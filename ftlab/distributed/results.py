@@ -19,7 +19,7 @@ import torch
 
 from ftlab.distributed.plan import LaunchError, Plan
 from ftlab.distributed.steps import token_rows, train_steps
-from ftlab.memory import MEMORY_PARTS, MemoryBreakdown, communication_bytes, estimate, model_architecture, setup_for
+from ftlab.memory import MemoryBreakdown, communication_bytes, estimate, model_architecture, setup_for
 
 
 @dataclass
@@ -81,16 +81,6 @@ class DistributedResult:
         per_rank = [self._record(strategy, r)["seconds"] for r in range(self.plan.nproc)]
         slowest = [max(step) for step in zip(*per_rank)]
         return statistics.median(slowest[1:] or slowest)
-
-    def memory_rows(self) -> list[dict[str, Any]]:
-        """One row per strategy, rank and kind of memory: measured and predicted bytes."""
-        rows = []
-        for strategy in self.plan.strategies:
-            for rank in range(self.plan.nproc):
-                measured, predicted = self.memory(strategy, rank), self.predicted(strategy, rank)
-                rows += [{"strategy": strategy, "rank": rank, "part": part, "measured": getattr(measured, part),
-                          "predicted": getattr(predicted, part)} for part in MEMORY_PARTS]
-        return rows
 
 
 def one_process(plan: Plan) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from ftlab.errors import DataError
 from ftlab.memory.predict import SHARDED
 from ftlab.setup.data import load_data
 from ftlab.setup.models import load_model
-from ftlab.training.train import training_arguments
+from ftlab.training.arguments import training_arguments
 
 WHOLE = 32768
 """The longest ``max_seq_length`` RunConfig allows: examples are read whole."""

@@ -1,9 +1,6 @@
-"""Experiments: the tuning protocol every knob chapter follows (sweeps, verdicts and
-searches live beside it)."""
-from ftlab.experiments.protocol import (REPORT_KEYS, REPORT_SEEDS, SELECTION_SEED, SMALLEST_EFFECT, Flatness,
-                                        Hyperparameters, ProtocolError, RateChoice, Report, epochs, flatness,
-                                        interior_best, report, tune_rates, verdict_on)
-
-__all__ = ["REPORT_KEYS", "REPORT_SEEDS", "SELECTION_SEED", "SMALLEST_EFFECT", "Flatness", "Hyperparameters",
-           "ProtocolError", "RateChoice", "Report", "epochs", "flatness", "interior_best", "report", "tune_rates",
-           "verdict_on"]
+"""Experiments: many runs read together. Sweeps and arms (``sweep``), comparing arms
+across seeds with a calibrated interval (``stats``: every verdict of a chapter goes
+through it), the tuning protocol every knob chapter follows (``protocol``: each arm at its
+own best rate, chosen on validation, reported on test), and hyperparameter search on
+Optuna and Ray Tune (``search/``)."""
+__all__ = ["sweep", "stats", "protocol", "search"]

@@ -33,8 +33,9 @@ from ftlab.config.profiles import profile_name
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import FtlabError
 from ftlab.runs.record import Run
-from ftlab.stats import Comparison, compare_to_baseline
-from ftlab.sweep import arms, metric
+from ftlab.experiments.stats import Comparison, compare_to_baseline
+from ftlab.experiments.sweep import arms
+from ftlab.runs.table import metric
 from ftlab.training.parallel import default_workers, train_in_workers
 from ftlab.training.train import train
 

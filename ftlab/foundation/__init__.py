@@ -1,1 +1,2 @@
-"""Foundation: what every layer above may use: the cache folder and atomic writes, local model folders and hub checks, and how ftlab behaves inside a Jupyter kernel. Imports nothing else of ftlab but its errors."""
+"""Foundation: what every layer above may use: the cache folder and atomic writes, and how ftlab behaves inside a Jupyter kernel (``import ftlab`` sets that up). Imports nothing else of ftlab but its errors."""
+__all__ = ["jupyter", "storage"]

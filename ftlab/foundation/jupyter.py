@@ -6,7 +6,8 @@ of those can run a widget, so every progress bar a library draws (datasets' ``Ma
 transformers' ``Loading weights``) is saved as a frozen ``0%|          | 0/3000`` line
 that says the opposite of what happened. ``import ftlab`` therefore switches those bars
 off inside a Jupyter kernel; ftlab's own training progress is plain printed lines (see
-``train.Recorder``), which read the same live and saved.
+``train.Recorder``), which read the same live and saved. In any IPython (a kernel or a
+terminal) it also teaches the shell to draw ftlab's figures (:func:`show_figures_inline`).
 """
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ import sys
 import warnings
 from typing import Any
 
-import datasets
-import transformers
+__all__ = ["ipython_shell", "in_jupyter_kernel", "quiet_libraries", "show_figures_inline"]
 
 
 def ipython_shell() -> Any | None:
@@ -49,6 +49,9 @@ def quiet_libraries() -> None:
     From ``kernels`` 0.19 the same attempt also logs, offline, that it skipped the Hub's
     publisher check: the ``kernels`` logger is quieted for the same reason.
     """
+    import datasets  # here, not at the top: ``import ftlab`` outside a kernel never needs them
+    import transformers
+
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -56,3 +59,21 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # set before bitsandbytes is imported too
     logging.getLogger("kernels").setLevel(logging.ERROR)
+
+
+def show_figures_inline(shell: Any = None) -> bool:
+    """Teach the running IPython to draw a matplotlib ``Figure`` as a PNG; True if it did.
+
+    ftlab draws on ``matplotlib.figure.Figure`` objects rather than pyplot, so plots keep no
+    global state between cells, widgets and tests. IPython, however, only learns to render a
+    Figure when pyplot loads its inline backend; without this, a cell that returns a plot
+    shows ``<Figure size 700x400 with 1 Axes>`` instead of the picture. ``import ftlab``
+    calls it (it needs IPython, not matplotlib); outside IPython it does nothing (and does not import IPython).
+    """
+    if shell is None:
+        shell = ipython_shell()
+    if shell is None:
+        return False
+    from IPython.core.pylabtools import select_figure_formats
+    select_figure_formats(shell, {"png"})
+    return True

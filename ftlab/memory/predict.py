@@ -37,7 +37,7 @@ from transformers import AutoConfig
 
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import ArgumentError, ModelNotFoundError
-from ftlab.setup.models import resolve_model
+from ftlab.setup.presets import resolve_model
 from ftlab.config.optimizers import optimizer_spec
 from ftlab.config.formats import ABSMAX_BLOCKSIZE, DYNAMIC_CODE_ENTRIES, FP32_BYTES, NF4_BLOCKSIZE, NF4_CODE_ENTRIES
 from ftlab.memory.activations import activation_bytes

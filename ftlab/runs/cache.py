@@ -35,7 +35,7 @@ from ftlab.errors import CacheError
 from ftlab.foundation.storage import cache_dir, folder_from_env, move_aside, write_json_atomic
 from ftlab.runs.record import SCHEMA_VERSION, Run, UnknownSchema
 from ftlab.setup.data import PACKER, data_fingerprint
-from ftlab.setup.models import model_identity
+from ftlab.setup.presets import model_identity
 
 KEY_VERSION = 1
 """Version of what the run key hashes; a change here makes every earlier key unreachable."""

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import DataError
 from ftlab.setup.models import load_tokenizer
-from ftlab.foundation.sources import hub_source
+from ftlab.setup.sources import hub_source
 
 SPLITS = ("train", "validation", "test")
 SHIPPED = ("finance",)

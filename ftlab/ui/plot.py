@@ -10,29 +10,10 @@ from matplotlib.figure import Figure
 
 from ftlab.config.run_config import BYTE_LEVEL_PRESETS, RunConfig
 from ftlab.memory import MEMORY_PARTS, MiB, MemoryBreakdown
-from ftlab.foundation.jupyter import ipython_shell
 from ftlab.runs.record import Run
-from ftlab.stats import noise_band
+from ftlab.experiments.stats import noise_band
 
 MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
-
-
-def show_figures_inline(shell: Any = None) -> bool:
-    """Teach the running IPython to draw a matplotlib ``Figure`` as a PNG; True if it did.
-
-    ftlab draws on ``matplotlib.figure.Figure`` objects rather than pyplot, so plots keep no
-    global state between cells, widgets and tests. IPython, however, only learns to render a
-    Figure when pyplot loads its inline backend; without this, a cell that returns a plot
-    shows ``<Figure size 700x400 with 1 Axes>`` instead of the picture. ``import ftlab``
-    calls it; outside IPython it does nothing (and does not import IPython).
-    """
-    if shell is None:
-        shell = ipython_shell()
-    if shell is None:
-        return False
-    from IPython.core.pylabtools import select_figure_formats
-    select_figure_formats(shell, {"png"})
-    return True
 
 
 @overload
@@ -44,7 +25,7 @@ def new_figure(figsize: tuple[float, float] = (7, 4), ncols: int = 1) -> tuple[F
 
     The plots here, the widgets' panels and the lessons' figures all start here, so all share
     two choices: a plain ``Figure``, never pyplot (no global state between cells, widgets and
-    tests; see :func:`show_figures_inline`), and constrained layout, so a title, a colorbar or
+    tests; see :func:`ftlab.foundation.jupyter.show_figures_inline`), and constrained layout, so a title, a colorbar or
     a legend beside the axes is never cut off when a widget renders the figure to PNG.
     """
     fig = Figure(figsize=figsize, layout="constrained")
@@ -138,7 +119,7 @@ def plot_arms(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: st
     highest seed at every logged point, so the noise a verdict is read against is seen.
 
     With the 2-5 seeds a chapter affords, the band spans every seed's curve; it is a picture of
-    the noise, not a test (verdicts come from :mod:`ftlab.stats`). ``x="tokens"`` puts training
+    the noise, not a test (verdicts come from :mod:`ftlab.experiments.stats`). ``x="tokens"`` puts training
     tokens seen on x, for arms that read the data at different rates (batch sizes)."""
     fig, ax = figure_and_axes(ax)
     every = [run for runs in arms.values() for run in runs]
@@ -165,7 +146,7 @@ def plot_final(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: s
                x: Sequence[float] | None = None, xlabel: str | None = None, logx: bool = False,
                title: str | None = None) -> Figure:
     """Each arm's final ``key``: every seed as a dot and the mean with its 95% t interval
-    (:func:`ftlab.stats.noise_band`) as an error bar. ``x`` places the arms on a numeric axis
+    (:func:`ftlab.experiments.stats.noise_band`) as an error bar. ``x`` places the arms on a numeric axis
     (a learning rate, a λ) instead of one slot per label."""
     fig, ax = figure_and_axes(ax)
     labels = list(arms)
@@ -218,22 +199,6 @@ def plot_reliability(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None,
         ax.plot([c / n for n, c, _ in bins], [a / n for n, _, a in bins], "o-", color=f"C{i % 10}",
                 label=f"{label} ({len(runs)} seeds pooled)")
     ax.set(xlabel="confidence of the top token", ylabel="accuracy (top token = label)", xlim=(0, 1), ylim=(0, 1), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
-
-
-def plot_eval_by_tokens(runs: Sequence[Run], ax: Axes | None = None, title: str = "Eval loss by tokens seen") -> Figure:
-    """Eval loss against the real training tokens read so far: runs at different batch sizes
-    take different numbers of steps for the same data, so steps would compare unlike things."""
-    fig, ax = figure_and_axes(ax)
-    for i, run in enumerate(runs):
-        seen = _tokens_seen(run)
-        steps, loss = run.series("eval_loss")
-        ax.plot([seen.get(s, max(seen.values())) for s in steps], loss, "o-", color=f"C{i % 10}", label=_label(run, i), markersize=4)
-    ax.set_xlabel("training tokens seen")
-    ax.set_ylabel(f"eval loss ({loss_unit(runs)})")
-    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from ftlab.search.results import best_so_far, best_trial, finished_trials
+from ftlab.experiments.search.results import best_so_far, best_trial, finished_trials
 from ftlab.ui.plot import figure_and_axes
 
 

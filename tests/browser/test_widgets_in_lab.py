@@ -333,7 +333,7 @@ def test_memory_predictor(page, lab, timings):
     p = page.page
     chapter = "ci/06_lora_qlora_and_memory.ipynb"
     lp.open_notebook(p, lab, chapter, page.name)
-    cell = lp.code_cell(p, lab, chapter, "from ftlab.ui.widgets import MemoryPredictor")
+    cell = lp.code_cell(p, lab, chapter, "from ftlab import MemoryPredictor")
     cell_s = lp.run_cell(p, cell, 180)
     root = cell.locator(".ftlab-memory-predictor")
     root.wait_for(state="visible")

@@ -18,9 +18,9 @@ import labpage as lp
 from hubserver import PASSWORD, LearnerLab
 
 TRIAL_LINE = re.compile(r"trial \d+ \[\d+/\d+\] .*\((from the run cache|trained)\)")
-"""What ``ftlab.search`` prints for a trial, and where its run came from."""
+"""What ``ftlab.experiments.search`` prints for a trial, and where its run came from."""
 SEARCH_LINE = re.compile(r"search \S+: (\d+) trials? to run")
-"""What ``ftlab.search`` prints first: how many trials the study still lacks."""
+"""What ``ftlab.experiments.search`` prints first: how many trials the study still lacks."""
 
 
 @dataclass

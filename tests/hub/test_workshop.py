@@ -27,7 +27,7 @@ CHAPTER = next(iter(sorted(NOTEBOOKS.glob("08_*.ipynb"))), None)
 SETUP = "import math, warnings, optuna, ftlab"
 SEARCHES = 'studies = {"grid"'
 WORKSHOP = "import os\nfrom ftlab.ui.widgets import ClassStudy"
-EXPLORE = "from ftlab.ui.widgets import SearchWidget"
+EXPLORE = "from ftlab import SearchWidget"
 """The chapter's cells a learner runs, by how their source begins."""
 CLASS_TRIALS = 2
 """Trials each learner's SearchWidget adds to the class study."""

@@ -1,7 +1,7 @@
 """ClassStudy: the teacher's view of a workshop's shared study, refreshed on demand.
 
 Every learner's search and contributed run lands in one Optuna study (see
-:mod:`ftlab.search.classroom`); this widget reads it back: the loss over the two
+:mod:`ftlab.experiments.search.classroom`); this widget reads it back: the loss over the two
 searched fields with every trial as a point, the best-so-far curve of the whole class,
 how many trials and contributors there are, and who found the best point. Refresh
 re-reads the storage, so the picture grows as the room searches.
@@ -15,10 +15,10 @@ from typing import Any
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ftlab.search.classroom import CLASS_STUDY, join_class_study
+from ftlab.experiments.search.classroom import CLASS_STUDY, join_class_study
 from ftlab.ui.search_plot import plot_best_so_far, plot_landscape
-from ftlab.search.results import best_trial, contributors, finished_trials
-from ftlab.search.space import describe
+from ftlab.experiments.search.results import best_trial, contributors, finished_trials
+from ftlab.experiments.search.space import describe
 from ftlab.ui.widgets.panels import panel_image, png, with_fallback
 
 

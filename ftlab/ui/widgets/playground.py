@@ -32,7 +32,7 @@ from ftlab.setup.data import data_fingerprint
 from ftlab.errors import ArgumentError
 from ftlab.memory import MiB
 from ftlab.runs.record import Run
-from ftlab.sweep import metric_rows
+from ftlab.runs.table import metric_rows
 from ftlab.training.train import train
 from ftlab.ui.widgets.base import RunnerWidget
 from ftlab.ui.widgets.controls import Knob, _Control, build_controls, description_style
@@ -43,7 +43,7 @@ KNOB_VALUE_WIDTH = 220
 (a 300 px control with an 80 px description)."""
 
 TABLE_METRICS = ("train_loss", "final_eval_loss", "exact_match", "seconds_per_step")
-"""The final metrics the Playground's table shows, read by ``sweep.metric_rows``."""
+"""The final metrics the Playground's table shows, read by ``ftlab.runs.table.metric_rows``."""
 
 _HTML_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("label", "label", str), ("status", "status", str), ("steps", "steps", str),

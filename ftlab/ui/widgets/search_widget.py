@@ -2,7 +2,7 @@
 
 After every trial the landscape (final eval loss over two fields, each trial a point) and
 the best-so-far curve redraw and the progress bar moves, so a learner watches a sampler
-explore. It is a face on :func:`ftlab.search.search`, nothing more: the same arguments, the
+explore. It is a face on :func:`ftlab.experiments.search.search`, nothing more: the same arguments, the
 same stored study (pressing Search again continues it), the same run cache. With a
 storage and a study name and no base or space, it joins a shared study (a workshop's)
 and searches that study's space.
@@ -21,12 +21,12 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
 from ftlab.config.run_config import RunConfig
-from ftlab.search import PRUNERS, SAMPLERS, SearchError, search
-from ftlab.search.classroom import CLASS_STUDY, join_class_study
+from ftlab.experiments.search import PRUNERS, SAMPLERS, SearchError, search
+from ftlab.experiments.search.classroom import CLASS_STUDY, join_class_study
 from ftlab.ui.search_plot import plot_best_so_far, plot_landscape
-from ftlab.search.results import best_trial
-from ftlab.search.space import describe
-from ftlab.search.study import counted_contributor, default_contributor, finished_by, study_setup
+from ftlab.experiments.search.results import best_trial
+from ftlab.experiments.search.space import describe
+from ftlab.experiments.search.study import counted_contributor, default_contributor, finished_by, study_setup
 from ftlab.ui.widgets.base import RunnerWidget
 from ftlab.ui.widgets.panels import panel_image, png
 
@@ -41,7 +41,7 @@ class SearchWidget(RunnerWidget):
     ``space`` is every field a learner may search (each gets a checkbox, all ticked); the
     fields left unticked stay at ``base``. ``x`` and ``y`` pick the landscape's axes
     (default: the first two numeric fields searched). ``storage`` and ``study_name`` are
-    :func:`ftlab.search.search`'s; without ``base`` and ``space`` they name a shared study to
+    :func:`ftlab.experiments.search.search`'s; without ``base`` and ``space`` they name a shared study to
     join (default name: the class study's). The button, the status line and what a press
     does with an error are ``RunnerWidget``'s.
     """

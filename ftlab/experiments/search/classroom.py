@@ -24,10 +24,10 @@ from optuna.trial import TrialState
 
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.record import Run
-from ftlab.search.errors import SearchError
-from ftlab.search.space import Space, check_space
-from ftlab.search.study import create_or_load, default_contributor, describe_study, open_storage, quiet_optuna, study_setup
-from ftlab.search.trials import eval_points
+from ftlab.experiments.search.errors import SearchError
+from ftlab.experiments.search.space import Space, check_space
+from ftlab.experiments.search.study import create_or_load, default_contributor, describe_study, open_storage, quiet_optuna, study_setup
+from ftlab.experiments.search.trials import eval_points
 
 CLASS_STUDY = "class"
 """The shared study's name unless the teacher picks another."""

@@ -1,4 +1,4 @@
-"""The Ray side of :func:`ftlab.search.tune_search` (imports Ray: only loaded when Ray is there).
+"""The Ray side of :func:`ftlab.experiments.search.tune_search` (imports Ray: only loaded when Ray is there).
 
 * ``trainable``: what each Ray worker runs for one trial, an ``ftlab.train`` run that
   reports its evaluations to Tune (a run from the cache reports its stored ones);
@@ -25,10 +25,10 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.cache import RunCache
 from ftlab.training.train import train
-from ftlab.search.plan import Plan
-from ftlab.search.results import finished_trials
-from ftlab.search.space import describe
-from ftlab.search.trials import eval_points
+from ftlab.experiments.search.plan import Plan
+from ftlab.experiments.search.results import finished_trials
+from ftlab.experiments.search.space import describe
+from ftlab.experiments.search.trials import eval_points
 
 METRIC = "eval_loss"
 """What every trial reports and ASHA compares (lower is better)."""

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ftlab.search.study import counts_toward_budget
+from ftlab.experiments.search.study import counts_toward_budget
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:

@@ -10,8 +10,9 @@ The cell cannot import ftlab before ftlab is installed, so its code is self-cont
 :data:`CELL` is its exact text, built from the constants below, and
 ``tests/test_hosted.py`` checks that every notebook holds exactly that text and that
 running it in a simulated Colab, Kaggle and local machine runs exactly the commands
-described here. After changing a constant, ``python -m ftlab.foundation.hosted
-notebooks/*.ipynb`` writes the new cell into the chapters (every other cell unchanged).
+described here. After changing a constant, ``ftlab hosted notebooks/*.ipynb`` (or
+``python -m ftlab.cli.hosted notebooks/*.ipynb``) writes the new cell into the chapters
+(every other cell unchanged). It is an authoring command, so it lives with the command line.
 
 The repository is cloned rather than installed with ``pip install git+...``: a non-editable
 install carries the ``ftlab`` package only, while the shipped data sets live in the
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 REPOSITORY = "https://github.com/OWNER/ftlab"
 """PLACEHOLDER until the workbook is published: the repository hosted chapters install from."""
@@ -89,13 +90,23 @@ def write_cell(path: Path) -> bool:
     return new != text
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: python -m ftlab.foundation.hosted NOTEBOOK.ipynb ...", file=sys.stderr)
-        return 2
-    for name in argv:
+def write_cells(names: Sequence[str]) -> int:
+    """Write the current cell into each notebook named, printing whether it changed."""
+    for name in names:
         print(f"{name}: {'updated' if write_cell(Path(name)) else 'up to date'}")
     return 0
+
+
+def cmd_hosted(args: Any) -> int:
+    """``ftlab hosted NOTEBOOK.ipynb ...``."""
+    return write_cells(args.notebooks)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: ftlab hosted NOTEBOOK.ipynb ... (or python -m ftlab.cli.hosted NOTEBOOK.ipynb ...)", file=sys.stderr)
+        return 2
+    return write_cells(argv)
 
 
 if __name__ == "__main__":

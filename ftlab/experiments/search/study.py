@@ -37,8 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.cache import RunCache
-from ftlab.search.errors import SearchError
-from ftlab.search.space import Space, space_from_json, space_to_json
+from ftlab.experiments.search.errors import SearchError
+from ftlab.experiments.search.space import Space, space_from_json, space_to_json
 
 STUDY_FILE = "studies.db"
 """The default SQLite storage's file name, inside the runs folder."""

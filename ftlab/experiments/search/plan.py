@@ -1,6 +1,6 @@
 """Everything a search checks and opens before its first trial.
 
-``plan_search`` turns the arguments of :func:`ftlab.search.search` (and of the Ray Tune
+``plan_search`` turns the arguments of :func:`ftlab.experiments.search.search` (and of the Ray Tune
 variant) into an open study, a checked space and a budget, or raises: an unknown field
 or a range RunConfig refuses (ConfigError), an unknown sampler or pruner, a grid larger
 than the budget, a storage that cannot be opened, a study name taken by another
@@ -19,9 +19,9 @@ from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 
 from ftlab.config.run_config import RunConfig
-from ftlab.search.errors import SearchError
-from ftlab.search.space import GridPoints, Space, check_grid_points, check_space, grid, grid_size
-from ftlab.search.study import (counted_contributor, create_or_load, default_contributor, describe_study, finished_by,
+from ftlab.experiments.search.errors import SearchError
+from ftlab.experiments.search.space import GridPoints, Space, check_grid_points, check_space, grid, grid_size
+from ftlab.experiments.search.study import (counted_contributor, create_or_load, default_contributor, describe_study, finished_by,
                                 open_storage, study_name_for, study_setup)
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -43,7 +43,7 @@ class Plan:
     contributor: str
     """Whom the new trials are credited to."""
     counted: str | None
-    """Whose trials count toward the budget (:func:`~ftlab.search.study.counted_contributor`)."""
+    """Whose trials count toward the budget (:func:`~ftlab.experiments.search.study.counted_contributor`)."""
     runs_dir: Path | None
 
     def done(self) -> int:

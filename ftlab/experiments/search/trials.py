@@ -29,8 +29,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.cache import RunCache
 from ftlab.runs.record import Run
-from ftlab.search.space import Space, suggest
-from ftlab.search.study import mark_origin
+from ftlab.experiments.search.space import Space, suggest
+from ftlab.experiments.search.study import mark_origin
 from ftlab.training.train import train
 
 

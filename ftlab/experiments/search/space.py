@@ -30,7 +30,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import ConfigError
-from ftlab.search.errors import SearchError
+from ftlab.experiments.search.errors import SearchError
 
 Space = Mapping[str, BaseDistribution]
 """RunConfig field name -> the Optuna distribution its value is drawn from."""

@@ -1,8 +1,8 @@
 """``search``: an Optuna study over RunConfig fields, run in this process, resumable.
 
 Optuna does the searching (sampler, pruner, storage); ftlab only supplies the objective
-(one ``train`` run per trial, see :mod:`ftlab.search.trials`) and the bookkeeping that
-makes a search a notebook can re-run: the study is stored (see :mod:`ftlab.search.study`)
+(one ``train`` run per trial, see :mod:`ftlab.experiments.search.trials`) and the bookkeeping that
+makes a search a notebook can re-run: the study is stored (see :mod:`ftlab.experiments.search.study`)
 and named after the search itself, so calling the same search again continues it, and
 trials already trained come back from the run cache.
 """
@@ -18,10 +18,10 @@ from optuna.trial import FrozenTrial
 
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.record import Run
-from ftlab.search.plan import plan_search
-from ftlab.search.space import DEFAULT_GRID_POINTS, GridPoints, Space, describe
-from ftlab.search.study import fail_dead_trials, quiet_optuna
-from ftlab.search.trials import Objective
+from ftlab.experiments.search.plan import plan_search
+from ftlab.experiments.search.space import DEFAULT_GRID_POINTS, GridPoints, Space, describe
+from ftlab.experiments.search.study import fail_dead_trials, quiet_optuna
+from ftlab.experiments.search.trials import Objective
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 """Called after every trial (Optuna's ``study.optimize`` callback): how a widget redraws."""
@@ -35,7 +35,7 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
     """Search ``space`` around ``base`` until the study holds ``n_trials`` finished trials
     of yours, and return the Optuna study.
 
-    * ``space``: RunConfig field -> Optuna distribution (see :mod:`ftlab.search.space`);
+    * ``space``: RunConfig field -> Optuna distribution (see :mod:`ftlab.experiments.search.space`);
       every field and range is checked against RunConfig before the first trial.
     * ``sampler``: ``"grid"`` (``grid_points`` values per numeric field, or a dict of
       counts per field; the grid must fit in ``n_trials``), ``"random"``, ``"tpe"``, or
@@ -43,7 +43,7 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
     * ``pruner``: None, ``"median"``, ``"hyperband"`` or any Optuna pruner; it judges the
       eval loss reported every ``eval_steps`` and stops a bad run early.
     * ``storage``: None (SQLite in the runs folder), a database URL, or a journal file
-      path for processes sharing a disk (see :mod:`ftlab.search.study`).
+      path for processes sharing a disk (see :mod:`ftlab.experiments.search.study`).
     * ``study_name``: None names the study after the search (base, space, sampler,
       pruner, seed), so the same call continues it; give a name to share a study.
       ``base=None, space=None`` with a name joins a study someone else created.
@@ -54,7 +54,7 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
       prepared search, and in a shared study each learner runs their own share.
 
     Every trial's value is the run's final eval loss (lower is better); pruned trials are
-    Optuna's PRUNED trials, and ``ftlab.search.trial_rows`` reads it all back.
+    Optuna's PRUNED trials, and ``ftlab.experiments.search.trial_rows`` reads it all back.
     """
     with quiet_optuna():
         plan = plan_search(base, space, n_trials=n_trials, sampler=sampler, pruner=pruner, storage=storage,

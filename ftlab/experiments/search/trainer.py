@@ -1,5 +1,5 @@
 """``Trainer.hyperparameter_search`` with the Optuna backend, on the same space: what
-Hugging Face gives you without ftlab, shown beside :func:`ftlab.search.search`.
+Hugging Face gives you without ftlab, shown beside :func:`ftlab.experiments.search.search`.
 
 Its limits are the point of showing it:
 
@@ -22,9 +22,9 @@ from transformers.trainer_utils import BestRun
 from ftlab.config.run_config import RunConfig
 from ftlab.setup.data import load_data
 from ftlab.setup.models import load_model, load_tokenizer
-from ftlab.training.train import training_arguments
-from ftlab.search.errors import SearchError
-from ftlab.search.space import Space, check_space, suggest
+from ftlab.training.arguments import training_arguments
+from ftlab.experiments.search.errors import SearchError
+from ftlab.experiments.search.space import Space, check_space, suggest
 
 TRAINING_ARGUMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainingArguments))
 """The names ``hyperparameter_search`` can set: a trial's values are set on TrainingArguments."""
@@ -38,7 +38,7 @@ def trainer_search_example(base: RunConfig, space: Space, n_trials: int = 4, **s
     outside = [name for name in space if name not in TRAINING_ARGUMENT_FIELDS]
     if outside:
         raise SearchError(f"Trainer.hyperparameter_search sets TrainingArguments only, and {', '.join(outside)} "
-                          f"is not one; search it with ftlab.search.search, which searches any RunConfig field")
+                          f"is not one; search it with ftlab.experiments.search.search, which searches any RunConfig field")
     tokenizer = load_tokenizer(base)
     data = load_data(base, tokenizer)
 

@@ -1,0 +1,108 @@
+"""The public surface: what ``import ftlab`` offers the chapters, and what it costs.
+
+A chapter imports from ``ftlab`` itself (plus the ``ftlab.lessons`` modules whose mechanism
+it shows), so the folders below may move without breaking a chapter; ``import ftlab`` loads
+none of the heavy libraries, so a command, a worker or a test that needs one function does
+not pay seconds for the rest.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ftlab
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PACKAGE_DIR = Path(ftlab.__file__).parent
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "optuna", "matplotlib", "ray", "scipy",
+         "accelerate", "ipywidgets")
+"""Libraries that ``import ftlab`` must leave for the first function that needs them."""
+LESSONS = "ftlab.lessons"
+
+
+def _code_cells(path: Path) -> list[tuple[int, ast.Module]]:
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return [(i, ast.parse("".join(c["source"]))) for i, c in enumerate(cells) if c["cell_type"] == "code"]
+
+
+def outside_the_surface(tree: ast.Module, public: set[str]) -> list[str]:
+    """What a cell reaches in ftlab beyond ``public`` and the lessons: ``from ftlab.x import``
+    of a module that is not a lesson, a name ``from ftlab import`` does not offer, an
+    ``import ftlab.x``, and ``ftlab.x`` attribute access to something not public."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ftlab":
+            module = node.module or ""
+            if module == "ftlab":
+                found += [f"from ftlab import {a.name}" for a in node.names if a.name not in public]
+            elif module == LESSONS:
+                pass  # from ftlab.lessons import weight_decay as wd: a lesson module
+            elif not module.startswith(LESSONS + "."):
+                found.append(f"from {module} import {', '.join(a.name for a in node.names)}")
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names
+                      if a.name.startswith("ftlab.") and not a.name.startswith(LESSONS + ".")]
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ftlab"
+              and node.attr not in public):
+            found.append(f"ftlab.{node.attr}")
+    return found
+
+
+def test_the_check_finds_imports_from_outside_the_surface():
+    tree = ast.parse("import ftlab\nfrom ftlab import train, hidden\nfrom ftlab.runs.table import values\n"
+                     "from ftlab.lessons import lion\nfrom ftlab.lessons.lion import lion_step\nimport ftlab.memory\n"
+                     "ftlab.train(c)\nftlab.setup.data.load_data(c)\n")
+    assert outside_the_surface(tree, {"train"}) == [
+        "from ftlab import hidden", "from ftlab.runs.table import values", "import ftlab.memory", "ftlab.setup"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_a_chapter_imports_only_the_public_surface_and_its_lessons(path: Path):
+    public = set(ftlab.__all__)
+    found = [f"cell {i}: {what}" for i, tree in _code_cells(path) for what in outside_the_surface(tree, public)]
+    assert not found, (f"{path.name} reaches past ftlab's public surface (add the name to ftlab._PUBLIC, or "
+                       f"import it from ftlab): " + "; ".join(found))
+
+
+def test_every_public_name_is_there():
+    assert len(set(ftlab.__all__)) == len(ftlab.__all__), "a name is listed twice in ftlab._PUBLIC"
+    missing = [name for name in ftlab.__all__ if not hasattr(ftlab, name)]
+    assert not missing, f"ftlab.__all__ names what its modules do not have: {missing}"
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'plot_landscapes'"):
+        ftlab.plot_landscapes  # noqa: B018
+
+
+def _loaded_after(code: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = set(out.stdout.split())
+    return [lib for lib in HEAVY if lib in loaded]
+
+
+def test_import_ftlab_loads_no_heavy_library():
+    assert _loaded_after("import ftlab") == []
+
+
+def test_the_check_sees_a_heavy_library():
+    assert _loaded_after("import ftlab, json; import optuna") == ["optuna"]
+
+
+def test_every_package_declares_all_once():
+    """``__all__`` is what a package offers: written once, not grown in several blocks."""
+    wrong = []
+    for init in sorted(PACKAGE_DIR.rglob("__init__.py")):
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        writes = [n for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+                  and "__all__" in {getattr(t, "id", None) for t in getattr(n, "targets", [getattr(n, "target", None)])}]
+        if len(writes) != 1 or isinstance(writes[0], ast.AugAssign):
+            wrong.append(f"{init.relative_to(PACKAGE_DIR.parent)}: {len(writes)} writes of __all__")
+    assert not wrong, "; ".join(wrong)
