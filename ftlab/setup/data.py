@@ -26,17 +26,13 @@ from ftlab.config.run_config import RunConfig
 from ftlab.errors import DataError
 from ftlab.setup.models import load_tokenizer
 from ftlab.setup.sources import hub_source
+from ftlab.foundation.storage import data_dir
 
 SPLITS = ("train", "validation", "test")
 SHIPPED = ("finance",)
 FILE_TYPES = (".jsonl", ".json", ".csv")
 """Local file types a data set may be; ``datasets`` reads .json and .csv, ftlab reads .jsonl."""
 _OTHER_FILE_TYPES = (".txt", ".tsv", ".parquet", ".arrow", ".xlsx", ".xls", ".md", ".gz", ".zip")
-
-
-def data_dir() -> Path:
-    """The shipped data folder (FTLAB_DATA overrides the repository's data/)."""
-    return Path(os.environ.get("FTLAB_DATA") or Path(__file__).resolve().parents[2] / "data")
 
 
 def read_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "response")) -> list[dict[str, Any]]:
