@@ -146,3 +146,23 @@ def test_score_answers_is_the_models_own_loss_over_the_answer_tokens():
     score = score_answers(model, [row], data.collator)
     assert score.loss == pytest.approx(float(expected), rel=1e-5)
     assert score.tokens == sum(1 for t in row["labels"][1:] if t != -100)
+
+
+def test_the_rate_plot_rings_each_chosen_rate_and_marks_a_diverged_run():
+    from ftlab import plot_rate_choices
+    base = RunConfig(model="tiny")
+    choices = {"a": RateChoice("a", base, "learning_rate", (1e-3, 3e-3, 1e-2), (2.0, 1.0, math.inf), 3e-3),
+               "b": RateChoice("b", base, "learning_rate", (1e-3, 3e-3, 1e-2), (3.0, 2.0, 1.5), None)}
+    ax = plot_rate_choices(choices).axes[0]
+    rings = [line for line in ax.lines if line.get_markerfacecolor() == "none"]
+    assert [tuple(r.get_xdata()) for r in rings] == [(3e-3,)]  # b's best is at an edge: nothing ringed
+    assert any(line.get_marker() == "x" and tuple(line.get_xdata()) == (1e-2,) for line in ax.lines)
+
+
+def test_the_finished_budget_trains_a_small_split_for_several_epochs():
+    from ftlab import FINISHED_BUDGETS, finished_knob_config
+    cfg = finished_knob_config("cpu")
+    budget = FINISHED_BUDGETS["cpu"]
+    assert (cfg.train_size, cfg.max_steps) == (budget.train_size, budget.max_steps)
+    assert cfg.max_steps * cfg.per_device_train_batch_size / cfg.train_size >= 3  # epochs, not a fraction of one
+    assert finished_knob_config("cpu", max_steps=10).max_steps == 10

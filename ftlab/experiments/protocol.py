@@ -172,8 +172,8 @@ def _round_number(x: float) -> float:
 
 def tune_rates(configs: Sequence[tuple[str, RunConfig]], grid: Sequence[float], *, field: str = "learning_rate",
                seed: int = SELECTION_SEED, key: str = SELECTION_KEY, max_extensions: int = 2, limit: float = 1.0,
-               runs_dir: str | Path | None = None, progress: bool = True, workers: int | None = None
-               ) -> dict[str, RateChoice]:
+               retrain: bool = False, runs_dir: str | Path | None = None, progress: bool = True,
+               workers: int | None = None) -> dict[str, RateChoice]:
     """Each (label, config) arm swept over ``grid`` values of ``field`` under ``seed``, chosen on
     ``key`` (validation): ``{label: RateChoice}``.
 
@@ -195,10 +195,11 @@ def tune_rates(configs: Sequence[tuple[str, RunConfig]], grid: Sequence[float], 
 
     for round_ in range(max_extensions + 1):
         pending = [label for label in grids if label not in found]
-        train_in_workers([point(label, v) for label in pending for v in grids[label]], workers=count,
-                         runs_dir=runs_dir, progress=progress)
+        trained = train_in_workers([point(label, v) for label in pending for v in grids[label]], workers=count,
+                                   runs_dir=runs_dir, retrain=retrain, progress=progress)
         for label in pending:
-            scores = tuple(_score(train(cfg, label=text, runs_dir=runs_dir, progress=progress), key)
+            scores = tuple(_score(train(cfg, label=text, runs_dir=runs_dir, retrain=retrain and not trained,
+                                        progress=progress), key)
                            for text, cfg in (point(label, v) for v in grids[label]))
             i = interior_best(scores)
             wider = None if i is not None or round_ == max_extensions else _widened(grids[label], scores, limit)
@@ -299,8 +300,8 @@ class Report:
 
 
 def report(choices: Mapping[str, RateChoice], baseline: str, *, seeds: Sequence[int] | None = None,
-           test_size: int = TEST_SIZE, runs_dir: str | Path | None = None, progress: bool = True,
-           workers: int | None = None) -> Report:
+           test_size: int = TEST_SIZE, retrain: bool = False, runs_dir: str | Path | None = None,
+           progress: bool = True, workers: int | None = None) -> Report:
     """Each arm of ``choices`` at its chosen rate, trained under fresh ``seeds`` (default
     :data:`REPORT_SEEDS` of the profile) and scored on ``test_size`` test examples, compared
     with ``baseline`` paired by seed on every metric of :data:`REPORT_KEYS`.
@@ -318,7 +319,7 @@ def report(choices: Mapping[str, RateChoice], baseline: str, *, seeds: Sequence[
     if test_size < 1:
         raise ProtocolError(f"test_size={test_size}: a verdict reads the test split, so score at least one example")
     configs = [(label, choice.config().replace(test_size=test_size)) for label, choice in choices.items()]
-    trained = arms(configs, seeds, runs_dir=runs_dir, progress=progress, workers=workers)
+    trained = arms(configs, seeds, retrain=retrain, runs_dir=runs_dir, progress=progress, workers=workers)
     verdicts = {key: compare_to_baseline([float(r.metrics[key]) for r in trained[baseline]],
                                          {a: [float(r.metrics[key]) for r in runs] for a, runs in trained.items()
                                           if a != baseline}, paired=True)
