@@ -53,7 +53,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
                           "why_not_launch", "one_process"),
     "ftlab.experiments.sweep": ("sweep", "arms", "train_each", "verdicts"),
     "ftlab.experiments.stats": ("compare", "compare_to_baseline", "proportion_interval"),
-    "ftlab.experiments.protocol": ("Hyperparameters", "tune_rates", "report", "flatness", "verdict_on",
+    "ftlab.experiments.protocol": ("Hyperparameters", "RateChoice", "tune_rates", "report", "flatness", "verdict_on",
                                    "ProtocolError", "SELECTION_SEED", "REPORT_SEEDS", "SMALLEST_EFFECT"),
     "ftlab.experiments.search": ("search", "tune_search", "SearchError", "trial_rows", "trial_run", "best_trial",
                                  "finished_trials", "steps_run", "steps_saved", "default_storage_url",

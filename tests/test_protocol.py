@@ -166,3 +166,8 @@ def test_the_finished_budget_trains_a_small_split_for_several_epochs():
     assert (cfg.train_size, cfg.max_steps) == (budget.train_size, budget.max_steps)
     assert cfg.max_steps * cfg.per_device_train_batch_size / cfg.train_size >= 3  # epochs, not a fraction of one
     assert finished_knob_config("cpu", max_steps=10).max_steps == 10
+
+
+def test_a_rate_set_by_hand_is_an_arm_without_a_sweep():
+    arm = RateChoice.fixed("shared", RunConfig(model="tiny"), 3e-3)
+    assert arm.config().learning_rate == 3e-3 and "set by hand" in arm.describe()

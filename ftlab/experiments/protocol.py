@@ -33,7 +33,7 @@ from ftlab.config.profiles import profile_name
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import FtlabError
 from ftlab.runs.record import Run
-from ftlab.experiments.stats import Comparison, compare_to_baseline
+from ftlab.experiments.stats import SEEDS_CAP, Comparison, compare_to_baseline
 from ftlab.experiments.sweep import arms
 from ftlab.runs.table import metric
 from ftlab.training.parallel import default_workers, train_in_workers
@@ -107,6 +107,12 @@ class RateChoice:
     best: float | None
     seed: int = SELECTION_SEED
 
+    @classmethod
+    def fixed(cls, arm: str, base: RunConfig, value: float, field: str = "learning_rate") -> "RateChoice":
+        """An arm at a rate set by hand, not chosen: for showing what one shared rate would
+        have concluded. It has no sweep (``grid`` is the one value, ``scores`` empty)."""
+        return cls(arm, base, field, (float(value),), (), float(value))
+
     @property
     def interior(self) -> bool:
         return self.best is not None
@@ -121,6 +127,8 @@ class RateChoice:
         return self.base.replace(**{self.field: self.best})
 
     def describe(self) -> str:
+        if not self.scores:
+            return f"{self.arm}: {self.field} {self.best:g}, set by hand (no sweep)"
         tried = ", ".join(f"{v:g}: {s:.3f}" if math.isfinite(s) else f"{v:g}: diverged"
                           for v, s in zip(self.grid, self.scores))
         chosen = f"{self.best:g} (interior)" if self.best is not None else "none (best at the grid's edge)"
@@ -283,19 +291,21 @@ class Report:
         effect = SMALLEST_EFFECT * self.mean(self.baseline)
         return effect, self.verdicts["test_loss"][arm].seeds_needed(effect)
 
-    def lines(self) -> list[str]:
-        """One verdict line per arm and metric, each stating its budget and how the rate was set."""
+    def lines(self, unit: str = "nats/token") -> list[str]:
+        """One verdict line per arm and metric, each stating its budget and how the rate was set;
+        ``unit`` names the loss's (``ftlab.ui.plot.loss_unit``: nats per byte on the byte-level base)."""
         where = (f"at {self.budget()}, each arm at its own best rate, on the test split under seeds "
                  f"{', '.join(map(str, self.seeds))}")
         out = [f"Verdicts against {self.baseline!r} ({where}):"]
         for arm in self.runs:
             if arm == self.baseline:
                 continue
-            for key, unit in REPORT_KEYS.items():
-                out.append(f"  {arm} [{key}]: {self.verdicts[key][arm].describe(unit=unit)}")
+            for key, kind in REPORT_KEYS.items():
+                out.append(f"  {arm} [{key}]: {self.verdicts[key][arm].describe(unit=unit if kind != 'accuracy' else kind)}")
             effect, seeds = self.seeds_for_smallest_effect(arm)
-            out.append(f"    smallest effect of interest {effect:.3f} nats/token (2% of the baseline's test loss): "
-                       f"about {seeds} seeds per arm would detect it at this spread")
+            count = f"{seeds} or more" if seeds >= SEEDS_CAP else f"about {seeds}"
+            out.append(f"    smallest effect of interest, fixed in advance: {effect:.3f} {unit} ({SMALLEST_EFFECT:.0%} of the "
+                       f"baseline's test loss); {count} seeds per arm would detect it at this spread")
         return out
 
 
