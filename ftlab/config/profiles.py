@@ -149,16 +149,16 @@ class Budget:
 
 FINISHED_BUDGETS: dict[str, Budget] = {
     "ci": Budget(train_size=32, max_steps=6, evaluations=2),
-    "cpu": Budget(train_size=128, max_steps=96, evaluations=4),
+    "cpu": Budget(train_size=128, max_steps=160, evaluations=5),
     "gpu": Budget(train_size=0, max_steps=400, evaluations=4),
 }
 """The knob base run trained until its validation curve has flattened (the tuning protocol's
 budget, :mod:`ftlab.experiments.protocol`). On the ``cpu`` profile the tiny base reaches
-that on a smaller split rather than in more steps: a run of the whole 3,000-example split
-is still falling after 384 steps (6 epochs of 512), while 128 examples flatten within the
-steps given here, so a chapter compares arms that finished, in its 5 minutes.
-``benchmarks/README.md`` has the curves that set these numbers; ``ci`` checks code paths
-only and names no verdict."""
+that on a smaller split rather than in more steps: a full fine-tune on 512 examples is
+still falling after 384 steps (6 epochs), while LoRA r=8 at 3e-3 on 128 examples falls
+until about step 128-144 (8-9 epochs of batch 8) and is flat from there to 192
+(benchmarks/README.md has the curves), so a chapter compares arms that finished, in its
+5 minutes. ``ci`` checks code paths only and names no verdict."""
 
 
 def finished_knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:
