@@ -61,3 +61,28 @@ def test_base_is_pretrained_well_below_a_random_model():
     assert random_init >= 0.9 * uniform, random_init
     report = json.loads((Path(resolve_model("tiny-pretrained")) / "pretrain.json").read_text())
     assert report["final_loss"] < report["first_loss"] / 3 and report["steps"] >= 100
+
+
+def test_every_machine_fine_tunes_the_shipped_base(tmp_path, monkeypatch):
+    """tiny-pretrained resolves to the shipped folder (no pretraining on the learner's
+    machine), which the current recipe made; without it, the recipe builds one into the cache."""
+    from ftlab.setup import pretrain as recipe
+    from ftlab.setup.presets import PRETRAIN_VERSION, shipped_tiny_pretrained
+    shipped = shipped_tiny_pretrained()
+    assert Path(resolve_model("tiny-pretrained")) == shipped and shipped.name == f"tiny-pretrained-v{PRETRAIN_VERSION}"
+    weights = shipped / "model.safetensors"
+    assert weights.stat().st_size <= 8 * 2 ** 20
+    report = json.loads((shipped / "pretrain.json").read_text())
+    assert (report["steps"], report["batch"], report["seq_len"], report["learning_rate"], report["seed"],
+            report["documents"]) == (recipe.STEPS, recipe.BATCH, recipe.SEQ_LEN, recipe.LEARNING_RATE, recipe.SEED,
+                                     recipe.DOCUMENTS)
+    from safetensors import safe_open
+    with safe_open(str(weights), "pt") as f:  # safetensors only, and every weight is finite
+        assert all(f.get_tensor(k).isfinite().all() for k in f.keys())
+    built: list[Path] = []
+    monkeypatch.setenv("FTLAB_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("FTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("ftlab.setup.presets.build_tiny_pretrained", lambda folder: built.append(folder)
+                        or (folder / "config.json").write_text("{}"))
+    from ftlab.setup.presets import prepare_tiny_pretrained
+    assert prepare_tiny_pretrained() == tmp_path / "cache" / f"tiny-pretrained-v{PRETRAIN_VERSION}" and len(built) == 1

@@ -131,3 +131,38 @@ def knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:
                  per_device_train_batch_size=w.per_device_train_batch_size, exact_match_size=w.exact_match_size,
                  max_seq_length=w.max_seq_length)
     return _sized(name, {**sizes, **base, **overrides})
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a protocol run trains: ``train_size`` examples (0 = the whole split) for
+    ``max_steps`` steps, evaluated ``evaluations`` times along the way."""
+
+    train_size: int
+    max_steps: int
+    evaluations: int
+
+    def fields(self) -> dict[str, Any]:
+        return {"train_size": self.train_size, "max_steps": self.max_steps,
+                "eval_steps": max(1, self.max_steps // self.evaluations)}
+
+
+FINISHED_BUDGETS: dict[str, Budget] = {
+    "ci": Budget(train_size=32, max_steps=6, evaluations=2),
+    "cpu": Budget(train_size=128, max_steps=160, evaluations=5),
+    "gpu": Budget(train_size=0, max_steps=400, evaluations=4),
+}
+"""The knob base run trained until its validation curve has flattened (the tuning protocol's
+budget, :mod:`ftlab.experiments.protocol`). On the ``cpu`` profile the tiny base reaches
+that on a smaller split rather than in more steps: a full fine-tune on 512 examples is
+still falling after 384 steps (6 epochs), while LoRA r=8 at 3e-3 on 128 examples falls
+until about step 128-144 (8-9 epochs of batch 8) and is flat from there to 192
+(benchmarks/README.md has the curves), so a chapter compares arms that finished, in its
+5 minutes. ``ci`` checks code paths only and names no verdict."""
+
+
+def finished_knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:
+    """:func:`knob_config` at the :data:`FINISHED_BUDGETS` budget of the profile: the base run
+    of a chapter that follows the tuning protocol."""
+    name = _checked_profile(profile, "finished_knob_config", "profile")
+    return knob_config(name, **{**FINISHED_BUDGETS[name].fields(), **overrides})

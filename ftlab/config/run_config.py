@@ -135,6 +135,10 @@ class RunConfig:
     """Validation examples used for eval loss."""
     exact_match_size: int = 32
     """Fixed held-out test examples scored by greedy generation at the end of the run."""
+    test_size: int = 0
+    """Test examples (the first N of the test split) whose answer-token loss and accuracy the
+    run records at its end (0 = none). The validation split chooses rates and epochs; this
+    split, which nothing is chosen on, reports the verdict (:mod:`ftlab.experiments.protocol`)."""
     max_new_tokens: int = 16
 
     def __post_init__(self) -> None:
@@ -194,6 +198,8 @@ class RunConfig:
             r(isinstance(getattr(self, name), bool), name, getattr(self, name), "True or False")
         r(_is_int(self.max_seq_length) and 16 <= self.max_seq_length <= 32768, "max_seq_length", self.max_seq_length, "an int in [16, 32768]")
         r(_is_int(self.train_size) and self.train_size >= 0, "train_size", self.train_size, "an int >= 0 (0 = the whole split)")
+        r(_is_int(self.test_size) and self.test_size >= 0, "test_size", self.test_size,
+          "an int >= 0: test examples scored at the end of the run (0 = none)")
         r(is_finite_number(self.learning_rate) and 0 < self.learning_rate < 1, "learning_rate", self.learning_rate,
           "a float in (0, 1); fine-tuning uses about 1e-5 (full) to 1e-3 (LoRA)")
         r(self.lr_scheduler_type in SCHEDULER_TYPES, "lr_scheduler_type", self.lr_scheduler_type,

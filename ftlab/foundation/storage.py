@@ -40,6 +40,12 @@ def cache_dir() -> Path:
     return folder_from_env("FTLAB_CACHE", lambda: Path.home() / ".cache" / "ftlab")
 
 
+def data_dir() -> Path:
+    """The workbook's shipped data: the finance splits and the pretrained tiny base
+    (FTLAB_DATA overrides the repository's data/)."""
+    return Path(os.environ.get("FTLAB_DATA") or Path(__file__).resolve().parents[2] / "data")
+
+
 def move_aside(path: Path, why: str) -> Path:
     """Rename a damaged file to ``<name>.corrupt-<timestamp>`` beside it (kept, for a look,
     never read again as a result) and return the new path."""

@@ -61,6 +61,12 @@ METRICS: dict[str, str] = {
     "pruned_step": "the step at which a search's pruner stopped the run",
     "answer_ece": "expected calibration error of the validation answer tokens, by the weights in 'weights' "
                   "(ftlab.training.calibration: 10 equal-width confidence bins)",
+    "eval_token_accuracy": "fraction of validation answer tokens whose most likely next token is the label "
+                           "(teacher forcing), by the weights in 'weights'",
+    "test_loss": "mean cross-entropy per answer token over the first test_size test examples, by the weights in "
+                 "'weights' (nats per token; the split nothing is selected on)",
+    "test_token_accuracy": "fraction of those test answer tokens whose most likely next token is the label",
+    "test_tokens": "answer tokens test_loss and test_token_accuracy average over",
     "reliability": "per confidence bin of the validation answer tokens: low, high, tokens, mean confidence, accuracy",
 }
 """Every metric a Run may have, and what it means."""

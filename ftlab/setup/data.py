@@ -26,17 +26,13 @@ from ftlab.config.run_config import RunConfig
 from ftlab.errors import DataError
 from ftlab.setup.models import load_tokenizer
 from ftlab.setup.sources import hub_source
+from ftlab.foundation.storage import data_dir
 
 SPLITS = ("train", "validation", "test")
 SHIPPED = ("finance",)
 FILE_TYPES = (".jsonl", ".json", ".csv")
 """Local file types a data set may be; ``datasets`` reads .json and .csv, ftlab reads .jsonl."""
 _OTHER_FILE_TYPES = (".txt", ".tsv", ".parquet", ".arrow", ".xlsx", ".xls", ".md", ".gz", ".zip")
-
-
-def data_dir() -> Path:
-    """The shipped data folder (FTLAB_DATA overrides the repository's data/)."""
-    return Path(os.environ.get("FTLAB_DATA") or Path(__file__).resolve().parents[2] / "data")
 
 
 def read_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "response")) -> list[dict[str, Any]]:
@@ -343,6 +339,9 @@ class Data:
     """Raw held-out examples scored by exact match (the first ``exact_match_size``)."""
     raw: DatasetDict
     collator: Collator
+    test_rows: Dataset | None = None
+    """Tokenized test rows whose answer-token loss and accuracy report a run (the first
+    ``test_size``; None when ``test_size`` is 0)."""
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -397,11 +396,15 @@ def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = Non
     lengths = [len(ex["input_ids"]) for ex in train]
     rows = pack_examples(train, config.max_seq_length, tokenizer.pad_token_id) if config.packing else train
     test = [dict(r) for r in raw["test"].select(range(min(config.exact_match_size, len(raw["test"]))))]
+    test_rows = None
+    if config.test_size:
+        scored, _ = _tokenize(raw["test"].select(range(min(config.test_size, len(raw["test"])))), tokenizer, config)
+        test_rows = Dataset.from_list(scored)
     info = {"train_examples": len(train), "train_rows": len(rows), "dropped_too_long": dropped + dropped_val,
             "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),
             "supervised_tokens": sum(sum(1 for t in ex["labels"] if t != -100) for ex in train)}
     return Data(train=Dataset.from_list(rows), validation=Dataset.from_list(validation), test=test, raw=raw,
-                collator=Collator(tokenizer.pad_token_id), info=info)
+                collator=Collator(tokenizer.pad_token_id), info=info, test_rows=test_rows)
 
 
 def split_summary(raw: DatasetDict) -> dict[str, dict[str, int]]:

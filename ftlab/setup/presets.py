@@ -34,14 +34,15 @@ from typing import TYPE_CHECKING
 
 from ftlab.config.run_config import BYTE_LEVEL_PRESETS
 from ftlab.errors import ModelNotFoundError
-from ftlab.foundation.storage import build_folder_atomically, cache_dir, write_json_atomic
+from ftlab.foundation.storage import build_folder_atomically, cache_dir, data_dir, write_json_atomic
 from ftlab.setup.sources import check_model_folder, hub_source
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 __all__ = ["PRESETS", "PRETRAIN_VERSION", "SMOLLM2_HUB_ID", "TINY_CONFIG", "CHATML_TEMPLATE", "smollm2_gguf_path",
-           "prepare_smollm2", "byte_tokenizer", "prepare_tiny", "prepare_tiny_pretrained", "resolve_model",
+           "prepare_smollm2", "byte_tokenizer", "prepare_tiny", "build_tiny_pretrained", "shipped_tiny_pretrained",
+           "prepare_tiny_pretrained", "resolve_model",
            "model_identity", "preset_hint"]
 
 PRESETS = (*BYTE_LEVEL_PRESETS, "smollm2-135m")
@@ -165,24 +166,41 @@ def prepare_tiny() -> Path:
     return build_folder_atomically(cache_dir() / "tiny", build)
 
 
+def build_tiny_pretrained(folder: Path) -> None:
+    """The recipe of the ``tiny-pretrained`` base: the tiny Llama after
+    :func:`ftlab.setup.pretrain.pretrain` (about two minutes on two cores), saved into
+    ``folder`` with ``pretrain.json`` saying how it was made. ``data/make_tiny_pretrained.py``
+    runs it to write the shipped copy."""
+    import torch
+
+    from ftlab.setup.pretrain import pretrain
+
+    tokenizer = byte_tokenizer()
+    model = _random_tiny(tokenizer)
+    with torch.random.fork_rng():
+        report = pretrain(model, tokenizer)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    write_json_atomic(folder / "pretrain.json", report)
+
+
+def shipped_tiny_pretrained() -> Path:
+    """Where the workbook ships the ``tiny-pretrained`` base (``data/tiny-pretrained-v<N>``).
+
+    Every machine fine-tunes these same weights, so a learner's losses match the committed
+    chapters' up to kernel numerics; pretraining on each machine gave each host its own
+    base, and numbers that differed by host (chapter 06's r=8 arm: 1.337 vs 1.380)."""
+    return data_dir() / f"tiny-pretrained-v{PRETRAIN_VERSION}"
+
+
 def prepare_tiny_pretrained() -> Path:
-    """The cached ``tiny-pretrained`` base: the tiny Llama after :func:`ftlab.setup.pretrain.pretrain`
-    (about two minutes on two cores, once), with ``pretrain.json`` saying how it was made."""
-
-    def build(tmp: Path) -> None:
-        import torch
-
-        from ftlab.setup.pretrain import pretrain
-
-        tokenizer = byte_tokenizer()
-        model = _random_tiny(tokenizer)
-        with torch.random.fork_rng():
-            report = pretrain(model, tokenizer)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / "pretrain.json", report)
-
-    return build_folder_atomically(cache_dir() / f"tiny-pretrained-v{PRETRAIN_VERSION}", build)
+    """The ``tiny-pretrained`` base: the shipped folder, or where a checkout lacks it (a
+    learner deleted it, or a new recipe version is not shipped yet), one built by
+    :func:`build_tiny_pretrained` and cached."""
+    shipped = shipped_tiny_pretrained()
+    if (shipped / "model.safetensors").is_file():
+        return shipped
+    return build_folder_atomically(cache_dir() / f"tiny-pretrained-v{PRETRAIN_VERSION}", build_tiny_pretrained)
 
 
 def resolve_model(name: str) -> str:

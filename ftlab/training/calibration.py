@@ -12,33 +12,22 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ftlab.training.heldout import answer_logits
+
 CALIBRATION_BINS = 10
 """Equal-width confidence bins of the reliability diagram and the ECE."""
 
 
-@torch.no_grad()
 def answer_confidences(model: torch.nn.Module, examples: Sequence[Any], collator: Callable[[list], dict],
                        batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """(confidence, correct) of every answer token of ``examples``: the probability of the
-    model's top next-token choice, and whether that choice is the label. Only positions with
-    a label (the answer; the prompt is -100) count, with the causal shift: position t
-    predicts token t + 1."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    model's top next-token choice, and whether that choice is the label (the answer positions
+    of :func:`ftlab.training.heldout.answer_logits`)."""
     confidence, correct = [], []
-    try:
-        for start in range(0, len(examples), batch_size):
-            rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]  # a Dataset slice is columns
-            batch = {k: v.to(device) for k, v in collator(rows).items()}
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
-            labels = batch["labels"][:, 1:]
-            keep = labels != -100
-            top = logits[keep].float().softmax(-1).max(-1)
-            confidence.append(top.values.cpu())
-            correct.append((top.indices == labels[keep]).cpu())
-    finally:
-        model.train(was_training)
+    for logits, labels in answer_logits(model, examples, collator, batch_size):
+        top = logits.softmax(-1).max(-1)
+        confidence.append(top.values.cpu())
+        correct.append((top.indices == labels).cpu())
     return torch.cat(confidence), torch.cat(correct)
 
 

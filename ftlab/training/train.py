@@ -29,6 +29,7 @@ from ftlab.training.arguments import training_arguments
 from ftlab.training.calibration import answer_confidences, expected_calibration_error, reliability
 from ftlab.training.divergence import flag_divergence, warn_if_diverged
 from ftlab.training.evaluate import score_exact_match
+from ftlab.training.heldout import score_answers
 from ftlab.training.heap import freeze_heap_once
 from ftlab.training.step import Recorder
 from ftlab.version import __version__
@@ -149,8 +150,13 @@ def _finish(run: Run, model: torch.nn.Module, tokenizer: Any, data: Data) -> Non
     early stopping)."""
     cfg = run.config
     if len(data.validation):
-        rows = reliability(*answer_confidences(model, data.validation, data.collator))
-        run.metrics.update(answer_ece=expected_calibration_error(rows), reliability=rows)
+        confidence, correct = answer_confidences(model, data.validation, data.collator)
+        rows = reliability(confidence, correct)
+        run.metrics.update(answer_ece=expected_calibration_error(rows), reliability=rows,
+                           eval_token_accuracy=float(correct.float().mean()))
+    if data.test_rows is not None and len(data.test_rows):
+        test = score_answers(model, data.test_rows, data.collator)
+        run.metrics.update(test_loss=test.loss, test_token_accuracy=test.token_accuracy, test_tokens=test.tokens)
     if cfg.exact_match_size:
         score, samples = score_exact_match(model, tokenizer, data.test, cfg.system_prompt, cfg.max_new_tokens)
         run.metrics["exact_match"] = score

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from ftlab.config.run_config import BYTE_LEVEL_PRESETS, RunConfig
 from ftlab.memory import MEMORY_PARTS, MiB, MemoryBreakdown
 from ftlab.runs.record import Run
+from ftlab.experiments.protocol import RateChoice
 from ftlab.experiments.stats import noise_band
 
 MEMORY_COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer": "#55a868", "activations": "#c44e52"}
@@ -138,6 +139,35 @@ def plot_arms(arms: Mapping[str, Sequence[Run]], ax: Axes | None = None, key: st
     ax.set_ylabel(f"{key.replace('_', ' ')} ({loss_unit(every)})" if "loss" in key else key.replace("_", " "))
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_rate_choices(choices: Mapping[str, RateChoice], ax: Axes | None = None,
+                      title: str = "Each arm's rate sweep (validation, selection seed)") -> Figure:
+    """Each arm's selection metric against its rate (log scale), its chosen rate ringed and a
+    diverged run drawn as an x at the top: where the best sits in its grid, and how flat the
+    bowl is around it. One seed per point, the selection seed, so no band: the verdicts come
+    from fresh seeds (:func:`ftlab.experiments.protocol.report`)."""
+    fig, ax = figure_and_axes(ax)
+    finite = [s for c in choices.values() for s in c.scores if np.isfinite(s)]
+    top = max(finite) if finite else 1.0
+    for i, (label, choice) in enumerate(choices.items()):
+        color = f"C{i % 10}"
+        ok = [(v, s) for v, s in zip(choice.grid, choice.scores) if np.isfinite(s)]
+        if ok:
+            ax.plot(*zip(*ok), "o-", color=color, lw=1.6, markersize=4, label=label)
+        bad = [v for v, s in zip(choice.grid, choice.scores) if not np.isfinite(s)]
+        if bad:
+            ax.plot(bad, [top] * len(bad), "x", color=color, markersize=8)
+        if choice.best is not None:
+            ax.plot([choice.best], [choice.scores[choice.grid.index(choice.best)]], "o", markersize=12,
+                    markerfacecolor="none", markeredgecolor=color, markeredgewidth=2)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{next(iter(choices.values())).field.replace('_', ' ')} (ringed: chosen; x: diverged)")
+    ax.set_ylabel("final validation loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return fig
 
