@@ -45,8 +45,9 @@ SELECTION_SEED = 7
 REPORT_SEEDS: dict[str, tuple[int, ...]] = {"ci": (101, 102), "cpu": (101, 102, 103), "gpu": (101, 102, 103)}
 """Fresh seeds the chosen arms are trained under for the verdict, per profile."""
 
-TEST_SIZE = 300
-"""Test examples a reported run scores (the whole shipped test split)."""
+TEST_SIZES: dict[str, int] = {"ci": 32, "cpu": 300, "gpu": 300}
+"""Test examples a reported run scores, per profile: the whole shipped test split, except in
+``ci``, which checks code paths."""
 
 SELECTION_KEY = "final_eval_loss"
 """What a rate is chosen on: the validation loss of the weights a run ends with."""
@@ -310,10 +311,11 @@ class Report:
 
 
 def report(choices: Mapping[str, RateChoice], baseline: str, *, seeds: Sequence[int] | None = None,
-           test_size: int = TEST_SIZE, retrain: bool = False, runs_dir: str | Path | None = None,
+           test_size: int | None = None, retrain: bool = False, runs_dir: str | Path | None = None,
            progress: bool = True, workers: int | None = None) -> Report:
     """Each arm of ``choices`` at its chosen rate, trained under fresh ``seeds`` (default
-    :data:`REPORT_SEEDS` of the profile) and scored on ``test_size`` test examples, compared
+    :data:`REPORT_SEEDS` of the profile) and scored on ``test_size`` test examples (default
+    :data:`TEST_SIZES` of the profile), compared
     with ``baseline`` paired by seed on every metric of :data:`REPORT_KEYS`.
 
     Refuses (:class:`ProtocolError`) an arm whose best sat at a grid's edge, and reporting
@@ -322,6 +324,7 @@ def report(choices: Mapping[str, RateChoice], baseline: str, *, seeds: Sequence[
     if baseline not in choices:
         raise ProtocolError(f"baseline={baseline!r} is not an arm; the arms are {list(choices)}")
     seeds = tuple(REPORT_SEEDS[profile_name()] if seeds is None else seeds)
+    test_size = TEST_SIZES[profile_name()] if test_size is None else test_size
     used = sorted({c.seed for c in choices.values()} & set(seeds))
     if used:
         raise ProtocolError(f"seeds {used} chose the rates: a verdict under them reads the luck the selection "
