@@ -26,7 +26,8 @@ import nbformat
 import papermill
 
 from ftlab.training.train import environment
-from provenance import provenance, record  # benchmarks/provenance.py: the commit and processor measured
+from provenance import record  # benchmarks/provenance.py: the commit and processor measured
+from provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
