@@ -17,7 +17,7 @@ and teaches the shell to draw ftlab's figures (see :mod:`ftlab.foundation.jupyte
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftlab.foundation.jupyter import in_jupyter_kernel, ipython_shell, quiet_libraries, show_figures_inline
 from ftlab.version import __version__
@@ -71,6 +71,49 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
                          "SearchWidget", "ClassStudy"),
 }
 """Each public name, by the module that owns it: the one list a name is added to."""
+
+if TYPE_CHECKING:  # the same names for type checkers, editors and readers; a test keeps this block equal to _PUBLIC
+    from ftlab.errors import FtlabError, ArgumentError, ConfigError, DataError, DeviceError, ModelNotFoundError
+    from ftlab.foundation.jupyter import show_figures_inline
+    from ftlab.config.run_config import RunConfig
+    from ftlab.config.profiles import base_config, knob_config, finished_knob_config, FINISHED_BUDGETS, profile_name
+    from ftlab.config.profiles import workload, KNOB_SEEDS, KNOB_STEPS
+    from ftlab.config.optimizers import OPTIM_8BIT_BLOCK, OPTIM_8BIT_MIN_SIZE
+    from ftlab.config.precision import probe
+    from ftlab.setup.presets import resolve_model
+    from ftlab.setup.models import load_model, load_tokenizer, count_parameters
+    from ftlab.setup.data import load_data, load_raw, encode_example, split_summary
+    from ftlab.setup.skewed_mix import skewed_mix
+    from ftlab.memory import MemoryBreakdown, MEMORY_PARTS, MiB, GiB, estimate, model_architecture, setup_for
+    from ftlab.memory import transient_bytes, tensor_bytes, optimizer_state_bytes, describe_model, ActivationMeter
+    from ftlab.memory import measure_training_step, measure_step_peak, MODEL_SIZES, fits_table, gpu_need, assumptions
+    from ftlab.memory import communication_bytes, gathered_bytes, devices_needed, wire_bytes, zero_paper_bytes
+    from ftlab.memory.peers import peer_table, MEASURED_NOTE
+    from ftlab.memory.fits import method_config, fits
+    from ftlab.runs.record import Run
+    from ftlab.runs.table import metric, metric_table, values, early_values, memory_cost
+    from ftlab.training.train import train
+    from ftlab.training.arguments import training_arguments, training_optimizer
+    from ftlab.training.evaluate import generate_answers
+    from ftlab.training.step import weight_norm
+    from ftlab.distributed import Plan, average_gradients, ring_all_reduce, ring_traffic, measure_or_explain
+    from ftlab.distributed import why_not_launch, one_process
+    from ftlab.distributed.scratch import global_token_count, token_mean_loss
+    from ftlab.experiments.sweep import arms, train_each, verdicts
+    from ftlab.experiments.stats import compare, compare_to_baseline, proportion_interval
+    from ftlab.experiments.protocol import Hyperparameters, RateChoice, tune_rates, report, flatness, verdict_on
+    from ftlab.experiments.protocol import ProtocolError, SELECTION_SEED, REPORT_SEEDS, SMALLEST_EFFECT
+    from ftlab.experiments.search import search, tune_search, SearchError, trial_rows, trial_run, best_trial
+    from ftlab.experiments.search import best_so_far, finished_trials, steps_run, steps_saved, default_storage_url
+    from ftlab.experiments.search import open_class_study, contribute, trainer_search_example
+    from ftlab.experiments.search.trials import eval_points
+    from ftlab.ui.plot import loss_unit, plot_losses, plot_lr, plot_memory, plot_arms, plot_final, plot_rate_choices
+    from ftlab.ui.plot import plot_reliability, plot_metric, plot_schedules
+    from ftlab.ui.search_plot import plot_landscape, plot_best_so_far
+    from ftlab.ui.source import code_of
+    from ftlab.ui.published import show_takeaway
+    from ftlab.ui.widgets import Playground, LogSlider, Slider, Dropdown, Toggle, Epochs, MemoryPredictor, SearchWidget
+    from ftlab.ui.widgets import ClassStudy
 
 _OWNER: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 

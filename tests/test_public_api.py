@@ -125,3 +125,18 @@ def test_the_readme_module_map_names_every_module():
         if not (named or in_folder_row):
             missing.append("/".join(parts))
     assert not missing, f"modules missing from the README's module map: {missing}"
+
+
+def test_the_type_checking_imports_are_the_public_table():
+    """``ftlab/__init__.py`` names each public name twice: in ``_PUBLIC`` (what ``__getattr__``
+    imports on first use) and in an ``if TYPE_CHECKING:`` block (what type checkers, editors and
+    readers see). They must be the same names from the same modules."""
+    import ast
+
+    import ftlab
+    tree = ast.parse(Path(ftlab.__file__).read_text(encoding="utf-8"))
+    block = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    seen: dict[str, tuple[str, ...]] = {}
+    for node in block.body:  # one module's names may take several lines
+        seen[node.module] = seen.get(node.module, ()) + tuple(a.name for a in node.names)
+    assert seen == dict(ftlab._PUBLIC)
