@@ -39,3 +39,21 @@ def test_tune_search_runs_trials_on_ray_and_the_study_shows_them(tiny_config, tm
     again = tune_search(small, LR, n_trials=4, sampler="random")
     assert again.study_name == study.study_name and len(again.trials) == 4
     assert "0 trials to run on Ray" in capsys.readouterr().out
+
+
+def test_a_local_ray_whose_node_times_out_at_startup_is_started_again(monkeypatch):
+    """Ray's raylet has a fixed 30 s to register; on a loaded machine the first start can miss it."""
+    from ftlab.experiments.search import ray_tune
+    calls: list[str] = []
+
+    def init(**_):
+        calls.append("init")
+        if len(calls) == 1:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+    monkeypatch.setattr(ray_tune.ray, "init", init)
+    monkeypatch.setattr(ray_tune.ray, "shutdown", lambda: calls.append("shutdown"))
+    ray_tune.start_local_ray(1)
+    assert calls == ["init", "shutdown", "init"]
+    monkeypatch.setattr(ray_tune.ray, "init", lambda **_: (_ for _ in ()).throw(ValueError("num_cpus")))
+    with pytest.raises(ValueError):  # any other failure is raised at once
+        ray_tune.start_local_ray(1)

@@ -143,11 +143,29 @@ def run_tuner(plan: Plan, todo: int, workers: int | None, progress: bool) -> Non
     and shut down after them, so a notebook kernel does not keep Ray's processes afterwards."""
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        start_local_ray(workers)
     try:
         _fit(plan, todo, workers, progress)
     finally:
         if started:
+            ray.shutdown()
+
+
+RAY_START_ATTEMPTS = 3
+"""Ray gives a new local node a fixed 30 s to register its raylet, and on a loaded 2-core machine
+(nbval running another chapter's processes beside this one) it can miss that: the node is then
+stopped and started again, up to this many times in all."""
+
+
+def start_local_ray(workers: int | None) -> None:
+    """A local Ray for this process's trials, started again if its node times out at startup."""
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            return
+        except Exception as err:  # Ray raises a bare Exception for this case
+            if "timed out during startup" not in str(err) or attempt == RAY_START_ATTEMPTS:
+                raise
             ray.shutdown()
 
 
