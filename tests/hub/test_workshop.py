@@ -26,7 +26,7 @@ from labserver import NOTEBOOKS
 CHAPTER = next(iter(sorted(NOTEBOOKS.glob("08_*.ipynb"))), None)
 SETUP = "import math, warnings, optuna, ftlab"
 SEARCHES = 'studies = {"grid"'
-WORKSHOP = "import os\nfrom ftlab.ui.widgets import ClassStudy"
+WORKSHOP = "import os\nfrom ftlab import ClassStudy"
 EXPLORE = "from ftlab import SearchWidget"
 """The chapter's cells a learner runs, by how their source begins."""
 CLASS_TRIALS = 2
