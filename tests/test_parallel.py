@@ -17,6 +17,8 @@ def test_workers_default_to_one_per_core_on_cpu_and_to_none_elsewhere(monkeypatc
     assert default_workers("ci") == 1  # nbval's own xdist workers already fill the cores
     monkeypatch.setattr("ftlab.training.parallel.usable_cores", lambda: 2)
     assert default_workers("cpu") == 1  # two cores: no gain worth blurring step times for
+    assert default_workers("cpu", timed=False) == 2  # ... but a rate sweep reads no step time
+    assert default_workers("ci", timed=False) == 1
     monkeypatch.setattr("ftlab.training.parallel.usable_cores", lambda: 8)
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert default_workers("cpu") == 1

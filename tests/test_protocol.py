@@ -171,3 +171,15 @@ def test_the_finished_budget_trains_a_small_split_for_several_epochs():
 def test_a_rate_set_by_hand_is_an_arm_without_a_sweep():
     arm = RateChoice.fixed("shared", RunConfig(model="tiny"), 3e-3)
     assert arm.config().learning_rate == 3e-3 and "set by hand" in arm.describe()
+
+
+def test_a_verdict_on_a_shared_rate_says_so_in_every_line():
+    base = RunConfig(model="tiny")
+    swept = RateChoice("base", base, "learning_rate", (1e-3, 3e-3, 1e-2), (1.2, 1.1, 1.3), 3e-3)
+    shared = RateChoice.fixed("knob", base, 3e-3)
+    rep = protocol.Report(choices={"base": swept, "knob": shared}, baseline="base", seeds=(101,), runs={},
+                          verdicts={})
+    assert rep.rates() == "rates base 0.003 (chosen), knob 0.003 (set by hand)"
+    both = protocol.Report(choices={"base": swept, "other": swept}, baseline="base", seeds=(101,), runs={},
+                           verdicts={})
+    assert both.rates() == "each arm at its own best rate"

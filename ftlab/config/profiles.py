@@ -149,16 +149,18 @@ class Budget:
 
 FINISHED_BUDGETS: dict[str, Budget] = {
     "ci": Budget(train_size=32, max_steps=6, evaluations=2),
-    "cpu": Budget(train_size=128, max_steps=160, evaluations=5),
+    "cpu": Budget(train_size=128, max_steps=128, evaluations=4),
     "gpu": Budget(train_size=0, max_steps=400, evaluations=4),
 }
 """The knob base run trained until its validation curve has flattened (the tuning protocol's
 budget, :mod:`ftlab.experiments.protocol`). On the ``cpu`` profile the tiny base reaches
 that on a smaller split rather than in more steps: a full fine-tune on 512 examples is
 still falling after 384 steps (6 epochs), while LoRA r=8 at 3e-3 on 128 examples falls
-until about step 128-144 (8-9 epochs of batch 8) and is flat from there to 192
-(benchmarks/README.md has the curves), so a chapter compares arms that finished, in its
-5 minutes. ``ci`` checks code paths only and names no verdict."""
+until about step 128-144 (8-9 epochs of batch 8) and is flat from there to 192, and at each
+arm's own (higher) best rate chapter 06b's seeds reached their lowest validation loss by step
+96-128 (benchmarks/README.md has the curves). So 128 steps (8 epochs) with the linear decay
+ending there; every chapter prints :func:`~ftlab.experiments.protocol.flatness` for its arms
+rather than trusting this. ``ci`` checks code paths only and names no verdict."""
 
 
 def finished_knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:

@@ -196,7 +196,7 @@ def tune_rates(configs: Sequence[tuple[str, RunConfig]], grid: Sequence[float], 
                             f"(key={SELECTION_KEY!r}) and keep the test split for the verdict")
     grids = {label: _check_grid(grid, "grid") for label, _ in configs}
     bases = dict(configs)
-    count = default_workers(profile_name()) if workers is None else workers
+    count = default_workers(profile_name(), timed=False) if workers is None else workers
     found: dict[str, RateChoice] = {}
 
     def point(label: str, value: float) -> tuple[str, RunConfig]:
@@ -286,6 +286,15 @@ class Report:
     def budget(self) -> str:
         return flatness(self.runs[self.baseline]).budget()
 
+    def rates(self) -> str:
+        """How the arms' rates were set: "each arm at its own best rate" only when every arm's
+        came from its own sweep; otherwise each arm's rate and whether it was chosen or set
+        by hand (a shared rate must be visible in every verdict line that rests on it)."""
+        if all(c.scores for c in self.choices.values()):
+            return "each arm at its own best rate"
+        return "rates " + ", ".join(f"{arm} {c.best:g} ({'chosen' if c.scores else 'set by hand'})"
+                                    for arm, c in self.choices.items())
+
     def seeds_for_smallest_effect(self, arm: str) -> tuple[float, int]:
         """(the smallest effect of interest in nats, the seeds per arm that would detect it in
         80% of repeats at this arm's measured spread against the baseline)."""
@@ -295,7 +304,7 @@ class Report:
     def lines(self, unit: str = "nats/token") -> list[str]:
         """One verdict line per arm and metric, each stating its budget and how the rate was set;
         ``unit`` names the loss's (``ftlab.ui.plot.loss_unit``: nats per byte on the byte-level base)."""
-        where = (f"at {self.budget()}, each arm at its own best rate, on the test split under seeds "
+        where = (f"at {self.budget()}, {self.rates()}, on the test split under seeds "
                  f"{', '.join(map(str, self.seeds))}")
         out = [f"Verdicts against {self.baseline!r} ({where}):"]
         for arm in self.runs:
@@ -332,7 +341,8 @@ def report(choices: Mapping[str, RateChoice], baseline: str, *, seeds: Sequence[
     if test_size < 1:
         raise ProtocolError(f"test_size={test_size}: a verdict reads the test split, so score at least one example")
     configs = [(label, choice.config().replace(test_size=test_size)) for label, choice in choices.items()]
-    trained = arms(configs, seeds, retrain=retrain, runs_dir=runs_dir, progress=progress, workers=workers)
+    count = default_workers(profile_name(), timed=False) if workers is None else workers
+    trained = arms(configs, seeds, retrain=retrain, runs_dir=runs_dir, progress=progress, workers=count)
     verdicts = {key: compare_to_baseline([float(r.metrics[key]) for r in trained[baseline]],
                                          {a: [float(r.metrics[key]) for r in runs] for a, runs in trained.items()
                                           if a != baseline}, paired=True)

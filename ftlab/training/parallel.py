@@ -32,19 +32,27 @@ WORKERS_ENV = "FTLAB_WORKERS"
 """Environment variable that sets how many worker processes train a chapter's arms (1 = none)."""
 
 MIN_CORES = 4
-"""Fewest cores on which the ``cpu`` profile trains in workers by default. On 2 cores they
-gained 1.10x in ``benchmarks/workers.py`` and nothing inside chapter 07, and runs that share
-the cores report slower steps than one run alone, which would blur any step-time comparison
-in a chapter; there the runs are trained one after another unless FTLAB_WORKERS says otherwise."""
+"""Fewest cores on which the ``cpu`` profile trains in workers by default when step times are
+read. On 2 cores, workers gained 1.10x on the old 60-step full fine-tunes
+(``benchmarks/workers.py --base knob``), and runs that share the cores report slower steps
+than one run alone, which would blur a step-time comparison; there the runs are trained one
+after another unless FTLAB_WORKERS says otherwise."""
+
+MIN_CORES_UNTIMED = 2
+"""Fewest cores for workers where no step time is read (the tuning protocol's rate sweeps and
+reports): two one-thread workers trained the protocol's 160-step LoRA runs 1.38x faster than
+one two-thread process on the 2-core AMD host, their start included
+(``benchmarks/workers.py --base protocol``)."""
 
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 
 
-def default_workers(profile: str) -> int:
+def default_workers(profile: str, *, timed: bool = True) -> int:
     """How many worker processes train independent runs: ``FTLAB_WORKERS`` if set, else one
-    per CPU core on the ``cpu`` profile with at least :data:`MIN_CORES` cores, and none (1)
-    elsewhere.
+    per CPU core on the ``cpu`` profile with at least :data:`MIN_CORES` cores
+    (:data:`MIN_CORES_UNTIMED` when ``timed`` is False: nobody reads the runs' step times),
+    and none (1) elsewhere.
 
     ``ci`` runs chapters on pytest-xdist workers that already fill the cores, and on a GPU
     the runs share one device, where processes would only contend for it.
@@ -56,7 +64,7 @@ def default_workers(profile: str) -> int:
                               "(1 trains every run in this process; environment variable)")
         return int(text)
     cores = usable_cores()
-    if profile != "cpu" or torch.cuda.is_available() or cores < MIN_CORES:
+    if profile != "cpu" or torch.cuda.is_available() or cores < (MIN_CORES if timed else MIN_CORES_UNTIMED):
         return 1
     return cores
 
