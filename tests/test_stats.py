@@ -200,7 +200,9 @@ def test_describe_a_cant_tell():
     line = c.describe()
     assert not c.effect and "can't tell at this budget" in line and "an effect" not in line
     assert f"smallest detectable difference ≈ {c.detectable:.3f}" in line
-    assert f"about {c.seeds_needed(c.difference)} seeds per arm would detect 0.060" in line
+    assert "would detect" not in line  # no seeds computed from the difference that happened to be observed
+    planned = c.describe(smallest_effect=0.05)
+    assert f"about {c.seeds_needed(0.05)} seeds per arm would detect the effect of interest 0.050" in planned
     assert line.startswith("+0.060 nats/token [−0.078, +0.198], 95% interval, 2 vs 2 seeds: ")
 
 

@@ -85,9 +85,14 @@ class Comparison:
         enough = np.flatnonzero(detectable <= abs(float(difference)))  # detectable falls as seeds grow
         return int(seeds[enough[0]]) if len(enough) else SEEDS_CAP
 
-    def describe(self, unit: str = "nats/token", digits: int = 3) -> str:
+    def describe(self, unit: str = "nats/token", digits: int = 3, smallest_effect: float | None = None) -> str:
         """One line for a chapter to print: the difference, its interval and the verdict,
-        with what it would take to decide when this budget cannot."""
+        with what it would take to decide when this budget cannot.
+
+        A "can't tell" names the smallest difference this budget could detect. The seeds a
+        larger budget would need are given only for ``smallest_effect``, an effect of
+        interest fixed before the runs: seeds computed from the difference that happened to
+        be observed ("815 seeds would detect 0.001") restate the p-value and plan nothing."""
         level = f"{self.confidence * 100:.4g}%"
         seeds = f"{self.n_a} paired seeds" if self.paired else f"{self.n_a} vs {self.n_b} seeds"
         head = (f"{_signed(self.difference, digits)} {unit} [{_signed(self.low, digits)}, "
@@ -95,10 +100,11 @@ class Comparison:
         if self.effect:
             return f"{head}: an effect (b is {'higher' if self.difference > 0 else 'lower'})"
         advice = f"smallest detectable difference ≈ {self.detectable:.{digits}f}"
-        if self.difference != 0:
-            n = self.seeds_needed(self.difference)
+        if smallest_effect is not None:
+            n = self.seeds_needed(smallest_effect)
             count = f"{SEEDS_CAP} or more" if n == SEEDS_CAP else f"about {n}"
-            advice += f"; {count} seeds per arm would detect {abs(self.difference):.{digits}f}"
+            advice += (f"; {count} seeds per arm would detect the effect of interest "
+                       f"{abs(smallest_effect):.{digits}f}")
         return f"{head}: can't tell at this budget ({advice})"
 
     def _planned(self, seeds):
