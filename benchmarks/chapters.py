@@ -4,6 +4,7 @@ run cache, and record how long each took.
     python benchmarks/chapters.py                 # cpu profile, executed copies in out/chapters/
     python benchmarks/chapters.py --in-place      # re-execute the committed notebooks themselves
     python benchmarks/chapters.py --chapters 02 03
+    python benchmarks/chapters.py --chapters 00 --solutions-only   # a chapter's solutions alone
 
 Each chapter gets a fresh, empty run cache (so no chapter is timed on another's runs);
 converted models and the pretrained tiny base stay in the usual cache, since they are
@@ -113,6 +114,9 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu", choices=("ci", "cpu", "gpu"))
     parser.add_argument("--chapters", nargs="*", help="chapter numbers as in the file names, 07b too (default: all)")
     parser.add_argument("--in-place", action="store_true", help="overwrite the committed notebooks with the executed ones")
+    parser.add_argument("--solutions-only", action="store_true",
+                        help="execute only the chapters' solutions notebooks, each on an empty run cache (for a "
+                             "chapter whose committed outputs stand; a solutions notebook re-creates what it needs)")
     args = parser.parse_args()
     chapters = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb") if not args.chapters or p.name.split("_")[0] in args.chapters)
     out = ROOT / "out" / "chapters"
@@ -125,7 +129,7 @@ def main() -> None:
         # with papermill's error banner and its injected parameters; its solutions notebook runs
         # after it on the same run cache, as a learner opens it, and is timed apart
         with tempfile.TemporaryDirectory(prefix="ftlab-runs-") as runs:
-            for path in (notebook, solutions_of(notebook)):
+            for path in (solutions_of(notebook),) if args.solutions_only else (notebook, solutions_of(notebook)):
                 if not path.is_file():
                     continue
                 seconds = run_chapter(path, out / path.name, args.profile, runs)
