@@ -122,7 +122,8 @@ def warmup_cosine_lr(step: int, *, learning_rate: float, warmup_steps: int | flo
        Step 0 therefore trains with lr = 0: the first update only fills AdamW's moment estimates.
        Early Adam steps divide by a second moment estimated from one or two gradients, so a
        full-size step on it can be far too large; warmup keeps those steps small. Whether that
-       matters depends on the rate: chapter 02 measures it at its own rate and at ten times it.
+       matters depends on the rate: chapter 02's exercise 2 compares linear decay with and without
+       warmup, each at its own rate.
     2. Progress (step >= warmup): how far through the decay phase we are, from 0 at the end of warmup
        to 1 at `num_training_steps`: progress = (step - warmup) / (total - warmup).
     3. Cosine: factor = 0.5 * (1 + cos(2*pi * num_cycles * progress)). With the default half cycle
