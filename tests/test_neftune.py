@@ -138,3 +138,14 @@ def test_rejects_bad_alpha(alpha):
         attach_neftune(_tiny_llama(), alpha)
     with pytest.raises(ValueError, match="alpha"):
         neftune_noise(torch.zeros(1, 2, 3), alpha)
+
+
+@pytest.mark.parametrize("length", [64, 2048])
+def test_noise_per_token_falls_as_one_over_root_of_the_row_length(length):
+    # chapter 04's arithmetic: a row's noise has norm ~ alpha/sqrt(3) whatever L, so each token's ~ alpha/sqrt(3L);
+    # a packed row of 2048 gives a token sqrt(2048/64) times less noise than a row of 64
+    alpha, d = 5.0, 64
+    noise = neftune_noise(torch.zeros(1, length, d), alpha, generator=torch.Generator().manual_seed(0))
+    per_token = noise[0].norm(dim=-1)
+    assert per_token.mean().item() == pytest.approx(alpha / math.sqrt(3 * length), rel=0.05)
+    assert noise[0].norm().item() == pytest.approx(alpha / math.sqrt(3), rel=0.05)
