@@ -26,7 +26,8 @@ from ftlab import Run, RunConfig
 from ftlab.training.step import Recorder
 from ftlab.training.train import _summarize
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb")) + sorted(
+    (Path(__file__).parent.parent / "notebooks").glob("solutions/*.ipynb"))  # the worked answers are read on GitHub too
 
 PROGRESS_BAR = re.compile(r"\d+%\||\w+/s\]")
 """tqdm's marks: ``42%|`` and the rate in brackets (``3.1it/s]``, ``? examples/s]``)."""

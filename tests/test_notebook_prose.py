@@ -30,7 +30,8 @@ import pytest
 
 from prose import is_shown, output_text, prose_numbers, unsupported_numbers
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb")) + sorted(
+    (Path(__file__).parent.parent / "notebooks").glob("solutions/*.ipynb"))  # the worked answers are read on GitHub too
 
 
 def _notebook(markdown: str, *outputs: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 import ftlab
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "notebooks").glob("solutions/*.ipynb"))
 PACKAGE_DIR = Path(ftlab.__file__).parent
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "datasets", "optuna", "matplotlib", "ray", "scipy",
          "accelerate", "ipywidgets")
