@@ -212,3 +212,20 @@ def test_bad_arguments_name_the_field_and_the_fix(model_and_tokenizer, finance):
         layout_batches([{"input_ids": [1], "labels": [1], "position_ids": [0]}], "padding", 8, SEQ, pad)
     with pytest.raises(DataError, match="steps=0 must be at least 1"):
         first_steps(finance, 0, 8, SEQ)
+
+
+def test_measure_layouts_interleaves_and_explains_the_speedup_by_slot_costs(model_and_tokenizer, finance):
+    from ftlab.lessons.packing import measure_layouts, predicted_speedup, row_length_cost, slot_cost_ratio
+    model, tok = model_and_tokenizer
+    ms, timings = measure_layouts(model, tok, finance, batch_size=2, seq_len=SEQ, steps=1, rounds=3)
+    assert set(ms) == set(LAYOUTS) and all(len(timings.seconds[lay]) == 3 for lay in LAYOUTS)
+    pad, packed = ms["padding"], ms["packed"]
+    assert pad.real_tokens == packed.real_tokens and packed.row_length == SEQ
+    assert pad.slots == sum(1 for _ in range(pad.rows)) * pad.row_length
+    assert pad.loss_per_token == pytest.approx(packed.loss_per_token, abs=1e-5)
+    # the identity the chapter prints: measured speed-up = prediction x (padded slot cost / packed slot cost)
+    measured = packed.tokens_per_second / pad.tokens_per_second
+    assert measured == pytest.approx(predicted_speedup(pad, packed) * pad.seconds_per_slot / packed.seconds_per_slot)
+    assert predicted_speedup(pad, packed) == pytest.approx((1 - packed.padding_fraction) / (1 - pad.padding_fraction))
+    rows = row_length_cost(model, (64, 128), slots=256, rounds=3)
+    assert len(slot_cost_ratio(rows, 128, 64, 256)) == 3

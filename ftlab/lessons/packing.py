@@ -37,15 +37,15 @@ packing. ftlab loads models with sdpa, where packed rows of any batch size stay 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from ftlab.setup.data import Collator, pack_examples, pack_groups
 from ftlab.errors import DataError
+from ftlab.lessons.timing import Timings, interleaved
 from ftlab.memory import ActivationMeter
 
 LAYOUTS = ("padding", "packed", "naive")
@@ -166,10 +166,25 @@ class LayoutMeasurement:
     """Bytes saved for backward by the largest batch (exact, :class:`~ftlab.memory.ActivationMeter`)."""
     activation_tokens: int
     """Real tokens in that largest batch."""
+    rows: int = 0
+    """Rows the model computes (padded examples, or packed rows)."""
+    slots: int = 0
+    """Token positions the model computes, padding included."""
 
     @property
     def activation_bytes_per_token(self) -> float:
         return self.activation_bytes / self.activation_tokens
+
+    @property
+    def row_length(self) -> float:
+        """Mean length of a computed row: what each token's attention runs over (at most)."""
+        return self.slots / self.rows
+
+    @property
+    def seconds_per_slot(self) -> float:
+        """Seconds per computed token position: what a prediction from the padding alone
+        assumes is the same in every layout."""
+        return self.seconds / self.slots
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "activation_bytes_per_token": self.activation_bytes_per_token}
@@ -187,44 +202,115 @@ def measure_layout(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, e
     costs the same whatever the layout). First one untimed pass over the largest batch
     measures the activations and warms up; then ``repeats`` timed passes over every batch,
     of which the fastest counts (other load on the machine only ever slows a pass down).
+    To compare layouts, :func:`measure_layouts` interleaves their passes instead.
     """
     if repeats < 1:
         raise DataError(f"repeats={repeats} must be at least 1")
+    return measure_layouts(model, tokenizer, examples, (layout,), batch_size, seq_len, steps, rounds=repeats,
+                           statistic=min)[0][layout]
+
+
+def measure_layouts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
+                    layouts: Sequence[str] = LAYOUTS, batch_size: int = 8, seq_len: int = 256,
+                    steps: int | None = None, rounds: int = 5,
+                    statistic: Callable[[Sequence[float]], float] | None = None) -> tuple[dict[str, LayoutMeasurement], Timings]:
+    """Every layout of ``layouts`` measured as :func:`measure_layout` does, with the timed
+    passes interleaved (:func:`ftlab.lessons.timing.interleaved`): round after round, one
+    pass over every batch of each layout, the order reversed every other round, so that
+    load on the machine hits every layout alike. Returns ``({layout: measurement}, timings)``;
+    a measurement's ``seconds`` is the median of its rounds (``statistic``), and
+    ``timings.ratios(a, b)`` gives the per-round ratios whose spread says whether a
+    difference is larger than the load's."""
+    if rounds < 1:
+        raise DataError(f"rounds={rounds} must be at least 1")
     chosen = first_steps(examples, steps, batch_size, seq_len) if steps is not None else examples
-    batches = layout_batches(chosen, layout, batch_size, seq_len, tokenizer.pad_token_id)
     device = next(model.parameters()).device
-    for batch in batches:
-        batch.inputs.update({k: v.to(device) for k, v in batch.inputs.items()})
+    prepared = {}
+    for layout in layouts:
+        batches = layout_batches(chosen, layout, batch_size, seq_len, tokenizer.pad_token_id)
+        for batch in batches:
+            batch.inputs.update({k: v.to(device) for k, v in batch.inputs.items()})
+        prepared[layout] = batches
     was_training = model.training
     model.train()
     try:
-        largest = max(batches, key=lambda b: b.slots)
-        with ActivationMeter(model) as meter:
-            loss = _loss(model, largest)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        times, loss_sum = [], 0.0
-        for repeat in range(repeats):
-            elapsed = 0.0
+        metered, losses = {}, {}
+        for layout, batches in prepared.items():
+            largest = max(batches, key=lambda b: b.slots)
+            with ActivationMeter(model) as meter:
+                loss = _loss(model, largest)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            metered[layout] = (meter.bytes, largest.real_tokens)
+            with torch.no_grad():
+                losses[layout] = sum(_loss(model, b).item() * b.supervised_tokens for b in batches)
+
+        def one_pass(batches: list[Batch]) -> None:
             for batch in batches:
-                start = time.perf_counter()
-                loss = _loss(model, batch)
-                loss.backward()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                elapsed += time.perf_counter() - start
+                _loss(model, batch).backward()
                 model.zero_grad(set_to_none=True)
-                if repeat == 0:
-                    loss_sum += loss.item() * batch.supervised_tokens
-            times.append(elapsed)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        timings = interleaved({layout: (lambda b=batches: one_pass(b)) for layout, batches in prepared.items()},
+                              rounds=rounds, warmup=0)
     finally:
         model.train(was_training)
-    real = sum(b.real_tokens for b in batches)
-    supervised = sum(b.supervised_tokens for b in batches)
-    return LayoutMeasurement(layout=layout, examples=sum(b.examples for b in batches), batches=len(batches),
-                             real_tokens=real, supervised_tokens=supervised, padding_fraction=padding_fraction(batches),
-                             seconds=min(times), tokens_per_second=real / min(times), loss_per_token=loss_sum / supervised,
-                             activation_bytes=meter.bytes, activation_tokens=largest.real_tokens)
+    pick = statistic or (lambda xs: sorted(xs)[len(xs) // 2])
+    out = {}
+    for layout, batches in prepared.items():
+        real = sum(b.real_tokens for b in batches)
+        supervised = sum(b.supervised_tokens for b in batches)
+        seconds = pick(timings.seconds[layout])
+        out[layout] = LayoutMeasurement(
+            layout=layout, examples=sum(b.examples for b in batches), batches=len(batches), real_tokens=real,
+            supervised_tokens=supervised, padding_fraction=padding_fraction(batches), seconds=seconds,
+            tokens_per_second=real / seconds, loss_per_token=losses[layout] / supervised,
+            activation_bytes=metered[layout][0], activation_tokens=metered[layout][1],
+            rows=sum(b.inputs["input_ids"].shape[0] for b in batches), slots=sum(b.slots for b in batches))
+    return out, timings
+
+
+def predicted_speedup(padded: LayoutMeasurement, packed: LayoutMeasurement) -> float:
+    """Real tokens per second of ``packed`` over ``padded`` if every computed slot cost the
+    same: the ratio of their shares of real tokens, (1 - packed padding) / (1 - padded padding)."""
+    return (1 - packed.padding_fraction) / (1 - padded.padding_fraction)
+
+
+def row_length_cost(model: torch.nn.Module, lengths: Sequence[int], slots: int, rounds: int = 5) -> Timings:
+    """Forward and backward over random tokens in rows of each of ``lengths``, each batch
+    holding about ``slots`` positions (``slots // length`` rows), under one plain causal
+    mask, interleaved: whether a slot costs more in a longer row. Nothing but the row length
+    differs, so ``timings.ratios(f"L={b}", f"L={a}")`` times ``a/b``-adjusted slot counts is
+    what the longer rows add per slot (:func:`slot_cost_ratio`)."""
+    vocab = model.get_input_embeddings().num_embeddings
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    batches = {}
+    for length in lengths:
+        rows = max(1, slots // length)
+        ids = torch.randint(0, vocab, (rows, length), generator=gen).to(device)
+        batches[f"L={length}"] = ids
+
+    def one(ids: torch.Tensor) -> None:
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    was_training = model.training
+    model.train()
+    try:
+        return interleaved({k: (lambda ids=ids: one(ids)) for k, ids in batches.items()}, rounds=rounds, warmup=1)
+    finally:
+        model.train(was_training)
+
+
+def slot_cost_ratio(timings: Timings, long: int, short: int, slots: int) -> tuple[float, ...]:
+    """Per round: seconds per slot in rows of ``long`` over seconds per slot in rows of
+    ``short``, from :func:`row_length_cost` timings of the same ``slots``."""
+    per_slot = {n: slots // n * n for n in (long, short)}
+    return tuple(r * per_slot[short] / per_slot[long] for r in timings.ratios(f"L={long}", f"L={short}"))
 
 
 def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
