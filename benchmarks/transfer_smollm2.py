@@ -52,8 +52,8 @@ its numbers are no verdicts, and an arm whose best rate sits at an edge there ge
 set by hand (labelled so) instead of a widened grid.
 
 Cost (``--plan`` prints it for the chosen studies without training): on the ``cpu`` profile, 2 cores, a
-SmolLM2 study is 6 selection runs (about 3 minutes each on one worker) and 6 report runs (about 4.5, with
-the 300 test examples and the exact-match answers), about 24 minutes on two workers, about 27 with one
+SmolLM2 study is 6 selection runs (about 3 minutes each on one worker) and 6 report runs (about 5, with
+the 300 test examples and the exact-match answers), about 25 minutes on two workers, about 28 with one
 widened grid; ``batch`` after ``schedule`` about 12. The tiny base's version of a study takes 3-5 minutes.
 
 Results: ``benchmarks/results/transfer_smollm2.json`` (through ``provenance.record``), one entry per study
@@ -155,7 +155,8 @@ def _batch_arms(base: Any) -> list[tuple[str, Any]]:
     ref = base.per_device_train_batch_size
     steps = max(1, base.max_steps // BIG_BATCH)
     big = base.replace(gradient_accumulation_steps=BIG_BATCH, max_steps=steps, eval_steps=max(1, steps // EVALUATIONS))
-    return [(f"batch {ref}", base), (f"batch {ref * BIG_BATCH}, same examples", big)]
+    seen = "same examples" if steps * BIG_BATCH == base.max_steps else f"{steps * ref * BIG_BATCH} examples, not {base.max_steps * ref}"
+    return [(f"batch {ref}", base), (f"batch {ref * BIG_BATCH}, {seen}", big)]
 
 
 def _lora_arms(base: Any) -> list[tuple[str, Any]]:
@@ -215,6 +216,7 @@ def study_base(study: Study, base: str, profile: str, **budget: Any) -> Any:
 
     model = model_of(base, profile)
     fields: dict[str, Any] = dict(model=model, lora_r=study.lora[0], lora_alpha=study.lora[1], lora_dropout=0.0,
+                                  exact_match_size=0,  # the report runs alone answer (run_study), not the sweeps
                                   **study.schedule, **budget_of(base, profile, **budget))
     if model == TINY:
         fields.update(system_prompt="", max_seq_length=256)  # as knob_config's ci and cpu base: bytes, no system turn
@@ -236,25 +238,31 @@ def exact_match_size(base: str, profile: str) -> int:
 class RunBar:
     """A tqdm bar over one phase's runs, ticking as finished runs land in the run cache: the protocol's helpers
     train them (here or in worker processes) and print nothing while it runs. Runs found in the cache at the
-    start count as done (a resumed study); a run the phase adds (a widened grid) raises the total."""
+    start count as done (a resumed study; with ``retrain`` none does); a run the phase adds (a widened grid)
+    raises the total when its file appears."""
 
-    def __init__(self, cache: Any, configs: Sequence[Any], desc: str, enabled: bool = True) -> None:
+    def __init__(self, cache: Any, configs: Sequence[Any], desc: str, enabled: bool = True,
+                 retrain: bool = False) -> None:
         from tqdm.auto import tqdm
 
-        self.cache = cache
-        self.keys = {cache.key_for(c)[0] for c in configs}
-        self.before = {p.name for p in cache.files()}
-        self.found = sum(f"{k}.json" in self.before for k in self.keys)
-        self.bar = tqdm(total=len(self.keys), desc=desc, unit="run", disable=not enabled, file=sys.stdout,
+        self.cache, self.retrain = cache, retrain
+        self.names = {f"{cache.key_for(c)[0]}.json" for c in configs}
+        self.start = time.time() - 1.0
+        self.found = 0 if retrain else len(self.names & set(self._files()))
+        self.bar = tqdm(total=len(self.names), desc=desc, unit="run", disable=not enabled, file=sys.stdout,
                         dynamic_ncols=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
+    def _files(self) -> dict[str, float]:
+        """The cache's run files and their modification times."""
+        return {p.name: p.stat().st_mtime for p in self.cache.files()}
+
     def done(self) -> int:
-        names = {p.name for p in self.cache.files()}
-        planned = sum(f"{k}.json" in names for k in self.keys)
-        extra = len(names - self.before - {f"{k}.json" for k in self.keys})
-        return planned + extra
+        files = self._files()
+        fresh = {name for name, mtime in files.items() if mtime >= self.start}
+        planned = self.names & (fresh if self.retrain else set(files))
+        return len(planned) + len(fresh - self.names)
 
     def _update(self) -> None:
         done = self.done()
@@ -317,7 +325,7 @@ def run_study(name: str, base: str, profile: str, *, runs_dir: str | None, retra
 
     # Step 1: each arm's rate, chosen on validation under the selection seed
     planned = [cfg.replace(seed=SELECTION_SEED, learning_rate=v) for _, cfg in arms for v in grid]
-    with RunBar(cache, planned, f"{name}/{base}: rates", bar) as phase:
+    with RunBar(cache, planned, f"{name}/{base}: rates", bar, retrain) as phase:
         choices = tune_rates(arms, grid, max_extensions=0 if profile == "ci" else 2, retrain=retrain,
                              runs_dir=runs_dir, progress=False)
     found = phase.found
@@ -360,7 +368,7 @@ def run_study(name: str, base: str, profile: str, *, runs_dir: str | None, retra
         seeds = REPORT_SEEDS[profile]
         test_size = CI_TEST_SIZE if profile == "ci" else TEST_SIZES[profile]
         planned = [c.config().replace(test_size=test_size, seed=s) for c in ready.values() for s in seeds]
-        with RunBar(cache, planned, f"{name}/{base}: report", bar) as phase:
+        with RunBar(cache, planned, f"{name}/{base}: report", bar, retrain) as phase:
             rep = report(ready, baseline, seeds=seeds, test_size=test_size, retrain=retrain, runs_dir=runs_dir,
                          progress=False)
         found += phase.found
