@@ -55,7 +55,7 @@ def next_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, attent
 
 @contextlib.contextmanager
 def _as_base(base_model: torch.nn.Module, tuned_model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    if base_model is tuned_model:  # one PeftModel: its base is itself with the adapter off
+    if base_model is tuned_model and hasattr(tuned_model, "disable_adapter"):  # one PeftModel: its base, adapter off
         with tuned_model.disable_adapter():
             yield tuned_model
     else:
