@@ -76,3 +76,19 @@ def test_kept_weights_are_found_again_and_are_the_trained_model(tiny_config, tmp
     from ftlab.runs.cache import RunCache
 
     assert [r.key for _, r in RunCache(tmp_path).listing().runs] == [run.key]
+
+
+def test_a_run_already_cached_is_retrained_for_its_weights_and_left_as_it_was(tiny_config, tmp_path):
+    from ftlab import train
+    from ftlab.runs.cache import RunCache
+
+    cfg = tiny_config.replace(model="tiny-pretrained", max_steps=2, eval_steps=2, exact_match_size=0, max_seq_length=96)
+    cached = train(cfg, runs_dir=tmp_path, progress=False)
+    path = next(tmp_path.glob("*.json"))
+    before = path.read_bytes()
+    run, model = trained_model(cfg, runs_dir=tmp_path, progress=False)
+    assert path.read_bytes() == before  # the cache's run is the one a report read
+    assert run.key == cached.key and run.metrics["steps"] == 2
+    again, _ = trained_model(cfg, runs_dir=tmp_path, progress=False)
+    assert again.from_cache and again.metrics == run.metrics  # the kept run is the one of the kept weights
+    assert len(RunCache(tmp_path).listing().runs) == 1

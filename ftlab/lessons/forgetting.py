@@ -48,9 +48,11 @@ def held_out_texts(n: int = 64, seed: int = HELD_OUT_SEED) -> list[str]:
 
 @torch.no_grad()
 def next_token_log_probs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """log p(next token) at every position, shape (batch, length, vocabulary), in float32."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return F.log_softmax(logits.float(), dim=-1)
+    """log p(next token) at every position, shape (batch, length, vocabulary), in float32 on the CPU
+    (so two models on different devices can be compared)."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+    return F.log_softmax(logits.float(), dim=-1).cpu()
 
 
 @contextlib.contextmanager
@@ -69,14 +71,13 @@ def forgetting(base_model: torch.nn.Module, tuned_model: torch.nn.Module, texts:
     if not texts:
         raise ValueError("no texts to measure on")
     modes = {m: m.training for m in (base_model, tuned_model)}
-    device = next(tuned_model.parameters()).device
     total, positions = 0.0, 0
     try:
         for m in modes:
             m.eval()
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_length, add_special_tokens=False).to(device)
+                            max_length=max_length, add_special_tokens=False)
             tuned = next_token_log_probs(tuned_model, enc["input_ids"], enc["attention_mask"])
             with _as_base(base_model, tuned_model) as base_view:
                 base = next_token_log_probs(base_view, enc["input_ids"], enc["attention_mask"])

@@ -21,6 +21,7 @@ Weights are read with ``safetensors`` / ``from_pretrained(use_safetensors=True)`
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -36,11 +37,13 @@ from ftlab.runs.record import Run
 from ftlab.setup.data import chat_messages
 from ftlab.setup.models import load_model
 
-__all__ = ["WEIGHTS", "KeepWeights", "weights_folder", "trained_model", "reload", "merge_gap", "reload_gap",
+__all__ = ["WEIGHTS", "RUN_FILE", "KeepWeights", "weights_folder", "trained_model", "reload", "merge_gap", "reload_gap",
            "saved_bytes", "safetensors_bytes", "generate_ways"]
 
 WEIGHTS = "weights"
 """Sub-folder of the runs folder where :func:`trained_model` keeps weights, one folder per run key."""
+RUN_FILE = "run.json"
+"""The Run whose weights a kept folder holds, beside them."""
 
 
 class KeepWeights(TrainerCallback):
@@ -68,22 +71,31 @@ def _saved(folder: Path) -> bool:
 
 def trained_model(config: RunConfig, *, label: str = "", runs_dir: str | Path | None = None,
                   progress: bool = True) -> tuple[Run, PreTrainedModel]:
-    """The Run of ``config`` and the model it ended with. Trained (and its weights kept) the
-    first time; afterwards both come from disk. A run already in the cache whose weights were
-    not kept is trained again (same config and seed: the same run up to float summation order)."""
+    """The model a run of ``config`` ends with, and that run (its metrics are of these weights).
+
+    Trained the first time, its weights and its Run kept in ``weights_folder(config)``;
+    afterwards both are read from there. A run of ``config`` already in the cache (trained in a
+    worker process, which keeps no weights) is trained once more for its weights, and left in
+    the cache as it was: the kept Run is the retrained one, the same run up to floating-point
+    summation order (another thread count can change the last digits of its metrics).
+    A config not yet in the cache is cached too, so ``train(config)`` finds it afterwards."""
     from ftlab.training.train import train  # train imports the whole training stack
 
     cache = RunCache(runs_dir)
     key, _ = cache.key_for(config)
     folder = cache.folder / WEIGHTS / key
-    if _saved(folder) and cache.load_completed(key) is not None:
-        return train(config, label=label, runs_dir=runs_dir, progress=progress), reload(config, folder)
+    if _saved(folder) and (folder / RUN_FILE).is_file():
+        run = Run.load(folder / RUN_FILE)
+        run.label, run.from_cache = label or run.label, True
+        return run, reload(config, folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{key}-", dir=folder.parent) as tmp:
         run = train(config, retrain=True, label=label, runs_dir=runs_dir, progress=progress,
-                    callbacks=[KeepWeights(tmp)])
+                    callbacks=[KeepWeights(tmp)], save=cache.load_completed(key) is None)
         if run.status != "completed" or not _saved(Path(tmp)):
             raise RuntimeError(f"{run.name} ended {run.status} without weights to keep")
+        run.key = key
+        (Path(tmp) / RUN_FILE).write_text(json.dumps(run.to_dict(), indent=1), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         os.rename(tmp, folder)  # whole or not at all: a reader never sees half a folder
         Path(tmp).mkdir()  # for TemporaryDirectory's own clean-up
