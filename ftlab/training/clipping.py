@@ -12,8 +12,12 @@ and ftlab's Recorder files it in ``Run.history`` at every step. So one run's his
   The fraction says how much of training a threshold touches, not what it would have done;
 * where the spikes are: :func:`spikes`, steps whose norm jumps above the recent typical one.
 
-A threshold that clips nearly every step is no longer a guard against rare spikes: it turns
-Adam-style updates into fixed-length ones and acts as a second learning rate.
+Under Adam, clipping is not a smaller learning rate: Adam divides the gradient's running mean
+by the root of its running second moment, so a factor shared by every step cancels out. A
+threshold acts through the steps it scales *more than their neighbours*: a spike shrunk to
+the threshold moves the weights and the moment estimates less. A threshold below the typical
+norm clips every step and equalises their norms, a mild re-weighting; under plain SGD the
+same threshold would shrink every step.
 """
 from __future__ import annotations
 
