@@ -51,6 +51,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "ftlab.training.arguments": ("training_arguments", "training_optimizer"),
     "ftlab.training.evaluate": ("generate_answers",),
     "ftlab.training.step": ("weight_norm",),
+    "ftlab.training.clipping": ("grad_norms", "clipped_fraction", "spikes", "clipping_summary"),
+    "ftlab.training.adapter_io": ("trained_model", "merge_gap", "reload_gap", "saved_bytes", "generate_ways"),
     "ftlab.distributed": ("Plan", "average_gradients", "ring_all_reduce", "ring_traffic", "measure_or_explain",
                           "why_not_launch", "one_process"),
     "ftlab.distributed.scratch": ("global_token_count", "token_mean_loss"),
@@ -96,6 +98,8 @@ if TYPE_CHECKING:  # the same names for type checkers, editors and readers; a te
     from ftlab.training.arguments import training_arguments, training_optimizer
     from ftlab.training.evaluate import generate_answers
     from ftlab.training.step import weight_norm
+    from ftlab.training.clipping import grad_norms, clipped_fraction, spikes, clipping_summary
+    from ftlab.training.adapter_io import trained_model, merge_gap, reload_gap, saved_bytes, generate_ways
     from ftlab.distributed import Plan, average_gradients, ring_all_reduce, ring_traffic, measure_or_explain
     from ftlab.distributed import why_not_launch, one_process
     from ftlab.distributed.scratch import global_token_count, token_mean_loss

@@ -99,6 +99,12 @@ class RunConfig:
     """Tokens per example (longer examples are cut, ones whose prompt alone is longer are
     dropped); None: the model's default (see the class docstring)."""
     packing: bool = False
+    completion_only_loss: bool = True
+    """True: only the answer tokens (the response and its closing turn token) carry loss, every
+    prompt token is masked with label -100; False: every token of the conversation does (system
+    turn, question, template tokens too). TRL's ``SFTConfig`` name. It changes the training
+    labels only: validation and test losses are always over answer tokens, so the two settings
+    are scored on the same scale (chapter 10)."""
     train_size: int = 0
     """Use only the first N training examples (0 = all): makes multi-epoch overfitting visible."""
 
@@ -115,6 +121,10 @@ class RunConfig:
     momentum; only ``sgd`` and ``rmsprop`` take any (see ``ftlab.config.optimizers.OPTIM_ARGS_KEYS``)."""
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    """Added to the root of Adam's second moment before dividing: ``update = m / (sqrt(v) + eps)``.
+    It bounds the step of a weight whose gradients have been tiny (there ``sqrt(v)`` is near 0);
+    TrainingArguments' name and default."""
     max_grad_norm: float = 1.0
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
@@ -196,6 +206,8 @@ class RunConfig:
         for name in ("use_rslora", "load_in_4bit", "load_in_8bit", "bnb_4bit_use_double_quant", "packing", "gradient_checkpointing",
                      "bf16", "fp16"):
             r(isinstance(getattr(self, name), bool), name, getattr(self, name), "True or False")
+        r(isinstance(self.completion_only_loss, bool), "completion_only_loss", self.completion_only_loss,
+          "True (loss on the answer tokens only, the prompt masked) or False (loss on every token)")
         r(_is_int(self.max_seq_length) and 16 <= self.max_seq_length <= 32768, "max_seq_length", self.max_seq_length, "an int in [16, 32768]")
         r(_is_int(self.train_size) and self.train_size >= 0, "train_size", self.train_size, "an int >= 0 (0 = the whole split)")
         r(_is_int(self.test_size) and self.test_size >= 0, "test_size", self.test_size,
@@ -211,6 +223,8 @@ class RunConfig:
         _check_optim_args(self.optim, self.optim_args)
         r(is_finite_number(self.adam_beta1) and 0 <= self.adam_beta1 < 1, "adam_beta1", self.adam_beta1, "a float in [0, 1)")
         r(is_finite_number(self.adam_beta2) and 0 <= self.adam_beta2 < 1, "adam_beta2", self.adam_beta2, "a float in [0, 1)")
+        r(is_finite_number(self.adam_epsilon) and 0 < self.adam_epsilon <= 1e-2, "adam_epsilon", self.adam_epsilon,
+          "a float in (0, 1e-2]; 1e-8 is the default, 1e-6 to 1e-5 is sometimes used for bf16 or tiny gradients")
         r(is_finite_number(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "a float >= 0 (0 disables clipping)")
         r(_is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1,
           "per_device_train_batch_size", self.per_device_train_batch_size, "an int >= 1")
@@ -318,7 +332,9 @@ def default_max_seq_length(model: str) -> int:
 
 _TRAINING_ARGUMENT_NAMES = {"warmup_ratio": "warmup_steps", "num_train_epochs": "max_steps", "lr": "learning_rate",
                             "batch_size": "per_device_train_batch_size", "scheduler": "lr_scheduler_type",
-                            "optimizer": "optim", "gradient_clipping": "max_grad_norm", "max_length": "max_seq_length"}
+                            "optimizer": "optim", "gradient_clipping": "max_grad_norm", "max_length": "max_seq_length",
+                            "eps": "adam_epsilon", "epsilon": "adam_epsilon", "train_on_inputs": "completion_only_loss",
+                            "assistant_only_loss": "completion_only_loss"}
 """Names a learner brings from elsewhere, and the RunConfig field that holds the setting."""
 
 

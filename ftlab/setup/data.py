@@ -1,8 +1,11 @@
 """Instruction data for a run: reading, chat-templating, loss masking and packing.
 
-The model should learn to write the *answer*, not to reproduce the question, so every
-prompt token (system turn, user turn, the assistant header) gets label -100 and only the
-response tokens plus the closing ``<|im_end|>`` are scored. Packing puts several examples
+The model should learn to write the *answer*, not to reproduce the question, so by default
+(``RunConfig.completion_only_loss=True``) every prompt token (system turn, user turn, the
+assistant header) gets label -100 and only the response tokens plus the closing
+``<|im_end|>`` are scored; ``completion_only_loss=False`` scores every token of the training
+rows. Validation and test rows are always scored on the answer tokens alone, so both
+settings are measured on the same scale. Packing puts several examples
 into one row to waste no compute on padding; each example restarts its ``position_ids``
 at 0 and no attention mask is passed, which makes transformers build a block-diagonal
 causal mask, so an example never attends to the one packed before it.
@@ -232,10 +235,11 @@ def _ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], gen
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, system_prompt: str,
-                   max_seq_length: int) -> dict[str, list[int]] | None:
-    """Token ids of one chat example with the prompt masked out of the labels.
+                   max_seq_length: int, completion_only_loss: bool = True) -> dict[str, list[int]] | None:
+    """Token ids of one chat example and its labels: the prompt masked out (label -100) when
+    ``completion_only_loss``, else every token its own label (whole-sequence loss).
 
-    Returns None when the prompt alone fills ``max_seq_length`` (nothing left to learn).
+    Returns None when the prompt alone fills ``max_seq_length`` (no answer token would be left).
     """
     prompt_ids = _ids(tokenizer, chat_messages(prompt, system_prompt), generation_prompt=True)
     full_ids = _ids(tokenizer, chat_messages(prompt, system_prompt, response), generation_prompt=False)
@@ -245,7 +249,8 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, response: st
     if len(prompt_ids) >= max_seq_length:
         return None
     full_ids = full_ids[:max_seq_length]
-    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    masked = len(prompt_ids) if completion_only_loss else 0
+    labels = [-100] * masked + full_ids[masked:]
     return {"input_ids": full_ids, "labels": labels}
 
 
@@ -359,16 +364,17 @@ def _tokenizer_key(tokenizer: PreTrainedTokenizerBase) -> tuple:
     return (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), str(tokenizer.chat_template))
 
 
-def _tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> tuple[list[dict], int]:
+def _tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, config: RunConfig, completion_only_loss: bool = True
+              ) -> tuple[list[dict], int]:
     out, dropped = [], 0
-    key = (_tokenizer_key(tokenizer), config.system_prompt, config.max_seq_length)
+    key = (_tokenizer_key(tokenizer), config.system_prompt, config.max_seq_length, completion_only_loss)
     if len(_ENCODED) > _ENCODED_MAX:
         _ENCODED.clear()
     for row in rows:
         text_key = (*key, row["prompt"], row["response"])
         if text_key not in _ENCODED:
             _ENCODED[text_key] = encode_example(tokenizer, row["prompt"], row["response"], config.system_prompt,
-                                                config.max_seq_length)
+                                                config.max_seq_length, completion_only_loss)
         ex = _ENCODED[text_key]
         if ex is None:
             dropped += 1
@@ -383,7 +389,8 @@ def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = Non
         tokenizer = load_tokenizer(config)
     raw = load_raw(config)
     train_rows = raw["train"].select(range(min(config.train_size, len(raw["train"])))) if config.train_size else raw["train"]
-    train, dropped = _tokenize(train_rows, tokenizer, config)
+    train, dropped = _tokenize(train_rows, tokenizer, config, config.completion_only_loss)
+    # validation and test rows: answer tokens only, whatever the training loss (one scale for both settings)
     validation, dropped_val = _tokenize(raw["validation"].select(range(min(config.eval_size, len(raw["validation"])))),
                                         tokenizer, config)
     if not train:
@@ -402,7 +409,8 @@ def load_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase | None = Non
         test_rows = Dataset.from_list(scored)
     info = {"train_examples": len(train), "train_rows": len(rows), "dropped_too_long": dropped + dropped_val,
             "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),
-            "supervised_tokens": sum(sum(1 for t in ex["labels"] if t != -100) for ex in train)}
+            "supervised_tokens": sum(sum(1 for t in ex["labels"][1:] if t != -100) for ex in train)}
+    # (a row's first label is never scored: no token comes before it to predict it from)
     return Data(train=Dataset.from_list(rows), validation=Dataset.from_list(validation), test=test, raw=raw,
                 collator=Collator(tokenizer.pad_token_id), info=info, test_rows=test_rows)
 

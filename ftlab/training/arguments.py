@@ -44,6 +44,7 @@ def training_arguments(config: RunConfig, output_dir: str) -> TrainingArguments:
         optim_args=config.optim_args or None,
         adam_beta1=config.adam_beta1,
         adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_epsilon,
         max_grad_norm=config.max_grad_norm,
         neftune_noise_alpha=config.neftune_noise_alpha,
         label_smoothing_factor=config.label_smoothing_factor,
