@@ -287,6 +287,7 @@ SHOWN_CODE = re.compile(r"print\(code_of\(([\w.]+)\)\)")
 def _shown_mechanisms() -> dict[str, Any]:
     """The names chapters print with ``code_of``, as they are bound in the chapters."""
     from ftlab.lessons import accumulation, checkpointing, halving, lion, lora, neftune, quant, random_search, schedules
+    from ftlab.lessons import label_mask
     from ftlab.lessons import weight_decay as wd
     from ftlab.lessons.chunked_loss import ChunkedCrossEntropy
     return {"warmup_cosine_lr": schedules.warmup_cosine_lr, "wd.adamw_step": wd.adamw_step,
@@ -298,7 +299,8 @@ def _shown_mechanisms() -> dict[str, Any]:
             "random_points": random_search.random_points, "asha_stops": halving.asha_stops,
             "lora_forward": lora.lora_forward, "lora_scaling": lora.lora_scaling, "quantize_nf4": quant.quantize_nf4,
             "ChunkedCrossEntropy.forward": ChunkedCrossEntropy.forward,
-            "ChunkedCrossEntropy.backward": ChunkedCrossEntropy.backward}
+            "ChunkedCrossEntropy.backward": ChunkedCrossEntropy.backward,
+            "labels_for": label_mask.labels_for, "tokens_with_gradient": label_mask.tokens_with_gradient}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
