@@ -216,22 +216,6 @@ def test_no_style_leaks_into_the_plots_after_an_optuna_plot(path: Path) -> None:
     assert not leaked, f"{path.name}: cells {leaked} are drawn in Optuna's ggplot style"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_an_answer_cell_hides_its_output_as_well_as_its_code(path: Path) -> None:
-    """An exercise's answer cell is collapsed; if only its code were hidden, its printed
-    answer would stand right under the question."""
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    shown = [i for i, c in enumerate(cells) if c["cell_type"] == "code"
-             and c.get("metadata", {}).get("jupyter", {}).get("source_hidden")
-             and not c["metadata"]["jupyter"].get("outputs_hidden")]
-    assert not shown, f"{path.name}: answer cells {shown} hide their code but show their output"
-
-
-ANSWER_NUMBER = re.compile(r"(?<![\d.])\d+\.\d{3,}(?![\d])")
-"""A computed figure as chapters print them (a loss, a ratio): at least three decimals, so
-step counts and percentages do not count."""
-
-
 def _output_text(cell: dict[str, Any], streams: bool) -> str:
     """The text of a code cell's printed output (``streams``) or of its displayed results
     (a widget's text, a repr, an HTML table)."""
@@ -242,42 +226,6 @@ def _output_text(cell: dict[str, Any], streams: bool) -> str:
         values = [output.get("text", "")] + [output.get("data", {}).get(k, "") for k in ("text/plain", "text/html")]
         parts += ["".join(v) if isinstance(v, list) else v for v in values]
     return "\n".join(parts)
-
-
-def spoiled_answers(notebook: dict[str, Any]) -> list[int]:
-    """Answer cells (collapsed code cells) that print a figure first shown above them in a
-    displayed result or saved widget state (a Playground that already ran the exercise)
-    rather than computed in the chapter's printed output: the learner could read the answer
-    before predicting it. An answer printed right under its question is caught by
-    test_an_answer_cell_hides_its_output_as_well_as_its_code."""
-    cells = notebook["cells"]
-    spoiled = []
-    for i, cell in enumerate(cells):
-        if cell["cell_type"] != "code" or not cell.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
-            continue
-        printed = "\n".join(_output_text(c, streams=True) for c in cells[:i])
-        shown = json.dumps(notebook.get("metadata", {}).get("widgets", {})) + "\n".join(
-            _output_text(c, streams=False) for c in cells[:i])
-        new = {f for f in ANSWER_NUMBER.findall(_output_text(cell, streams=True)) if f not in printed}
-        if any(f in shown for f in new):
-            spoiled.append(i)
-    return spoiled
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_no_answer_is_shown_before_its_answer_cell(path: Path) -> None:
-    spoiled = spoiled_answers(json.loads(path.read_text(encoding="utf-8")))
-    assert not spoiled, f"{path.name}: every figure answer cells {spoiled} compute is already printed above them"
-
-
-def test_an_answer_printed_in_a_saved_playground_above_is_spoiled() -> None:
-    question = {"cell_type": "code", "metadata": {}, "outputs": [
-        {"output_type": "execute_result", "data": {"text/plain": "Playground: 3 runs, best final eval loss 1.155 (no warmup)"}}]}
-    answer = {"cell_type": "code", "metadata": {"jupyter": {"source_hidden": True, "outputs_hidden": True}},
-              "outputs": [{"output_type": "stream", "name": "stdout", "text": "no warmup: 1.155 vs 1.151\n"}]}
-    fresh = {**answer, "outputs": [{"output_type": "stream", "name": "stdout", "text": "no warmup: 1.162 vs 1.151\n"}]}
-    assert spoiled_answers({"cells": [question, answer]}) == [1]
-    assert spoiled_answers({"cells": [question, fresh]}) == []
 
 
 SHOWN_CODE = re.compile(r"print\(code_of\(([\w.]+)\)\)")
