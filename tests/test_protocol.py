@@ -183,3 +183,15 @@ def test_a_verdict_on_a_shared_rate_says_so_in_every_line():
     both = protocol.Report(choices={"base": swept, "other": swept}, baseline="base", seeds=(101,), runs={},
                            verdicts={})
     assert both.rates() == "each arm at its own best rate"
+
+
+def test_each_arm_may_have_its_own_grid(monkeypatch):
+    trained: list = []
+    _fake_training(monkeypatch, {"AdamW": 3e-3, "Lion": 1e-3}, trained)
+    base = RunConfig(model="tiny")
+    grids = {"AdamW": (1e-3, 3e-3, 1e-2), "Lion": (3e-4, 1e-3, 3e-3)}
+    found = tune_rates([("AdamW", base), ("Lion", base)], grids, workers=1, progress=False)
+    assert (found["AdamW"].grid, found["Lion"].grid) == (grids["AdamW"], grids["Lion"])
+    assert (found["AdamW"].best, found["Lion"].best) == (pytest.approx(3e-3), pytest.approx(1e-3))
+    with pytest.raises(ProtocolError, match=r"no rates for arms \['Lion'\]"):
+        tune_rates([("AdamW", base), ("Lion", base)], {"AdamW": grids["AdamW"]}, workers=1, progress=False)

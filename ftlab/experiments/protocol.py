@@ -179,12 +179,17 @@ def _round_number(x: float) -> float:
     return min((float(f"{m}e{k}") for m in (1, 2, 3, 5, 10)), key=lambda v: abs(math.log(v / x)))
 
 
-def tune_rates(configs: Sequence[tuple[str, RunConfig]], grid: Sequence[float], *, field: str = "learning_rate",
+def tune_rates(configs: Sequence[tuple[str, RunConfig]], grid: Sequence[float] | Mapping[str, Sequence[float]], *,
+               field: str = "learning_rate",
                seed: int = SELECTION_SEED, key: str = SELECTION_KEY, max_extensions: int = 2, limit: float = 1.0,
                retrain: bool = False, runs_dir: str | Path | None = None, progress: bool = True,
                workers: int | None = None) -> dict[str, RateChoice]:
     """Each (label, config) arm swept over ``grid`` values of ``field`` under ``seed``, chosen on
     ``key`` (validation): ``{label: RateChoice}``.
+
+    ``grid`` is one grid for every arm, or ``{label: grid}`` where the arms' rates live on
+    different scales (Lion's a few times below AdamW's): all arms still train together, so
+    the workers never wait on one arm's sweep.
 
     Where an arm's best sits at an end of its grid, one point beyond that end is added, up to
     ``max_extensions`` times (never reaching ``limit``); an arm still best at an end gets
@@ -194,7 +199,13 @@ def tune_rates(configs: Sequence[tuple[str, RunConfig]], grid: Sequence[float], 
     if key in REPORT_KEYS:
         raise ProtocolError(f"key={key!r} reads the test split: choose rates on the validation split "
                             f"(key={SELECTION_KEY!r}) and keep the test split for the verdict")
-    grids = {label: _check_grid(grid, "grid") for label, _ in configs}
+    if isinstance(grid, Mapping):
+        missing = [label for label, _ in configs if label not in grid]
+        if missing:
+            raise ProtocolError(f"grid has no rates for arms {missing}; give a grid for every arm, or one for all")
+        grids = {label: _check_grid(grid[label], f"grid[{label!r}]") for label, _ in configs}
+    else:
+        grids = {label: _check_grid(grid, "grid") for label, _ in configs}
     bases = dict(configs)
     count = default_workers(profile_name(), timed=False) if workers is None else workers
     found: dict[str, RateChoice] = {}
