@@ -49,3 +49,19 @@ def test_arms_trained_in_two_workers_are_cached_runs_read_back_in_seed_order(tin
     assert train_in_workers([(f"a, seed {s}", base.replace(seed=s)) for s in (42, 43)], workers=2,
                             runs_dir=tmp_path) == 0
     assert len(RunCache(tmp_path).listing().runs) == 4
+
+
+def test_a_worker_is_silenced_before_anything_heavy_is_imported():
+    """A spawned worker imports its initializer's module before the initializer runs, so that
+    module must not pull in bitsandbytes (which logs on AVX512-BF16 CPUs) or the rest of the
+    training stack: their import-time output would land in the notebook's cell."""
+    import subprocess
+    import sys
+
+    from ftlab.training import parallel
+
+    initializer = parallel._shared_pool(1)._initializer
+    code = (f"import sys, {initializer.__module__}; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]" and loaded.stderr == ""

@@ -61,6 +61,28 @@ def quiet_libraries() -> None:
     logging.getLogger("kernels").setLevel(logging.ERROR)
 
 
+def start_quiet_worker(threads: int) -> None:
+    """Initializer of a worker process that trains runs for a notebook: it writes nothing, and
+    uses ``threads`` threads (its share of the cores, so the workers never oversubscribe them).
+
+    A kernel forwards its child processes' output into the notebook, where the libraries'
+    progress bars and log lines would be saved as debris; a run's failure still reaches the
+    caller, as the future's exception. The output goes first, before anything is imported:
+    a spawned worker imports its initializer's module before running it, so the initializer
+    lives here, in a module that imports nothing heavy (importing ftlab's training code pulls
+    in bitsandbytes, which logs, on CPUs with AVX512-BF16, that it could not fetch a Hub kernel).
+    """
+    import os
+
+    silent = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(silent, 1)
+    os.dup2(silent, 2)
+    import torch
+
+    torch.set_num_threads(threads)
+    quiet_libraries()
+
+
 def show_figures_inline(shell: Any = None) -> bool:
     """Teach the running IPython to draw a matplotlib ``Figure`` as a PNG; True if it did.
 

@@ -25,7 +25,7 @@ import torch
 
 from ftlab.config.run_config import RunConfig
 from ftlab.errors import ConfigError
-from ftlab.foundation.jupyter import quiet_libraries
+from ftlab.foundation.jupyter import start_quiet_worker
 from ftlab.runs.cache import RunCache
 
 WORKERS_ENV = "FTLAB_WORKERS"
@@ -79,18 +79,6 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _start_worker(threads: int) -> None:
-    """Worker initializer: each worker gets its share of the cores, so together they use
-    them all once and never oversubscribe; and it writes nothing. A kernel forwards its
-    child processes' output into the notebook, where the libraries' progress bars would
-    be saved as debris; a run's failure still reaches the caller, as the future's exception."""
-    torch.set_num_threads(threads)
-    quiet_libraries()
-    silent = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(silent, 1)
-    os.dup2(silent, 2)
-
-
 def _train_one(config_json: str, label: str, runs_dir: str | None, retrain: bool) -> float:
     """Train one run in a worker and save it to the run cache; its wall seconds."""
     from ftlab.training.train import train  # the worker's own import, after its threads are set
@@ -109,7 +97,7 @@ def _shared_pool(workers: int) -> ProcessPoolExecutor:
             _pool.shutdown(cancel_futures=True)
         threads = max(1, usable_cores() // workers)
         _pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_start_worker, initargs=(threads,))
+                                    initializer=start_quiet_worker, initargs=(threads,))
         _pool_size = workers
         atexit.register(_pool.shutdown, cancel_futures=True)
     return _pool
