@@ -149,7 +149,7 @@ class Budget:
 
 FINISHED_BUDGETS: dict[str, Budget] = {
     "ci": Budget(train_size=32, max_steps=6, evaluations=2),
-    "cpu": Budget(train_size=128, max_steps=128, evaluations=4),
+    "cpu": Budget(train_size=128, max_steps=128, evaluations=8),
     "gpu": Budget(train_size=0, max_steps=400, evaluations=4),
 }
 """The knob base run trained until its validation curve has flattened (the tuning protocol's
@@ -160,7 +160,8 @@ until about step 128-144 (8-9 epochs of batch 8) and is flat from there to 192, 
 arm's own (higher) best rate chapter 06b's seeds reached their lowest validation loss by step
 96-128 (benchmarks/README.md has the curves). So 128 steps (8 epochs) with the linear decay
 ending there; every chapter prints :func:`~ftlab.experiments.protocol.flatness` for its arms
-rather than trusting this. ``ci`` checks code paths only and names no verdict."""
+rather than trusting this. It evaluates once an epoch (16 steps), so "flattened" reads: the last
+epoch moved the validation loss by less than the seed noise. ``ci`` checks code paths only and names no verdict."""
 
 
 def finished_knob_config(profile: str | None = None, **overrides: Any) -> RunConfig:
