@@ -18,14 +18,13 @@ trained again: after an interrupt, the same command resumes where it stopped.
 
 Studies (``--study NAME``, default all):
 
-* ``schedule`` (chapter 02): the schedule after a 10% warmup, cosine decay (the base) against a constant
-  rate, each at its own best peak rate. The chosen rates are the "best rate" half of the study. Chapter
-  02's second question, warmup itself, is not an arm here: it would be a third arm (half as many runs
-  again), and chapter 02 found it to matter only far above the best rate, where no arm is trained here.
-* ``batch`` (chapters 05 and 07b): batch 8 against batch 32 at equal data (the same sequences, so a
-  quarter of the optimizer steps), batch 32 by 4 accumulation steps, each batch at its own best rate (in
-  place of 07b's linear or square-root rule), cosine after a 10% warmup. Its batch-8 arm is the schedule
-  study's base arm, the same runs: after ``schedule`` it costs half.
+* ``schedule`` (chapter 02, its arms exactly): linear decay to zero (the base, Trainer's default) against a
+  constant rate, no warmup in either, each at its own best peak rate from its own grid (linear decay's one
+  step higher: summed over the run it takes about half of constant's rate). The chosen rates are the
+  "best rate" half of the study. Chapter 02's warmup question (its exercise) is not an arm here.
+* ``batch`` (chapter 05, its arms exactly): batch 16 (the base) against batch 4 at equal data (the same
+  examples read, so four times the optimizer steps), no accumulation, each batch at its own best rate
+  (in place of a linear or square-root rule), linear decay over each arm's own steps.
 * ``lora`` (chapter 06b, its arms exactly): at r=32, α=16, peft's scale α/r against rsLoRA's α/√r, each at
   its own best rate, linear decay without warmup (RunConfig's).
 
@@ -54,7 +53,7 @@ set by hand (labelled so) instead of a widened grid.
 Cost (``--plan`` prints it for the chosen studies without training): on the ``cpu`` profile, 2 cores, a
 SmolLM2 study is 6 selection runs (about 3 minutes each on one worker) and 6 report runs (about 5, with
 the 300 test examples and the exact-match answers), about 25 minutes on two workers, about 28 with one
-widened grid; ``batch`` after ``schedule`` about 12. The tiny base's version of a study takes 3-5 minutes.
+widened grid. The tiny base's version of a study takes 3-5 minutes.
 
 Results: ``benchmarks/results/transfer_smollm2.json`` (through ``provenance.record``), one entry per study
 with a slot per base (``smollm2``, ``tiny``): host and CPU, precision, the budget in epochs, each arm's rate
@@ -97,24 +96,30 @@ SMOLLM2 = "smollm2-135m"
 SMOLLM2_BUDGET = {"cpu": (64, 32)}
 """(training examples, steps of batch 8) of a SmolLM2 run per profile where its cost forces a smaller budget
 than the tiny base's (see the module docstring); a profile not named here trains ``finished_knob_config``'s."""
-CI_BUDGET = (8, 2, 2)
-"""``ci``: (examples, steps, batch): two evaluations, and a large-batch arm of one step; about a second a run."""
+CI_BUDGET = (8, 4, 2)
+"""``ci``: (examples, steps, batch): a large-batch arm of one step (8 examples), a small-batch arm of four;
+about a second a run."""
 EVALUATIONS = 4
 """Evaluations per run, as the protocol's budget (``FINISHED_BUDGETS``); ``ci``: 2."""
 EXACT_MATCH = {"ci": 4, "cpu": 32, "gpu": 300}
 """Test questions a SmolLM2 report run answers greedily for exact match (the tiny base: none, except in ci)."""
 CI_TEST_SIZE = 8
 """Test examples a ``ci`` report run scores (the protocol's ci default is 32)."""
-BIG_BATCH = 4
-"""The batch study's large batch, as a multiple of the profile's batch (07b: 8 and 32)."""
+BATCHES = (16, 4)
+"""The batch study's two batches, as chapter 05's (fewer where a ``ci`` run reads fewer examples)."""
 
-GRIDS: dict[tuple[str, str], dict[str, tuple[float, ...]]] = {
-    ("tiny", "any"): {"schedule": (1e-3, 3e-3, 1e-2), "batch": (1e-3, 3e-3, 1e-2), "lora": (1e-3, 3e-3, 1e-2)},
-    ("smollm2", "cpu"): {"schedule": (3e-4, 1e-3, 3e-3), "batch": (3e-4, 1e-3, 3e-3), "lora": (1e-3, 3e-3, 1e-2)},
-    ("smollm2", "gpu"): {"schedule": (1e-4, 3e-4, 1e-3), "batch": (1e-4, 3e-4, 1e-3), "lora": (3e-4, 1e-3, 3e-3)},
+_DECADE = {1e-4: (1e-4, 3e-4, 1e-3), 3e-4: (3e-4, 1e-3, 3e-3), 1e-3: (1e-3, 3e-3, 1e-2), 3e-3: (3e-3, 1e-2, 3e-2)}
+GRIDS: dict[tuple[str, str], dict[str, tuple[tuple[float, ...], ...]]] = {
+    ("tiny", "any"): {"schedule": (_DECADE[3e-3], _DECADE[1e-3]), "batch": (_DECADE[1e-3],) * 2,
+                      "lora": (_DECADE[1e-3],) * 2},
+    ("smollm2", "cpu"): {"schedule": (_DECADE[1e-3], _DECADE[3e-4]), "batch": (_DECADE[3e-4],) * 2,
+                         "lora": (_DECADE[1e-3],) * 2},
+    ("smollm2", "gpu"): {"schedule": (_DECADE[3e-4], _DECADE[1e-4]), "batch": (_DECADE[1e-4],) * 2,
+                         "lora": (_DECADE[3e-4],) * 2},
 }
-"""Each study's rate grid per base (and profile, for SmolLM2), three points a decade. The tiny base's is
-chapter 06b's (r=8, α=16 at 3e-3 is about the middle of a sensible grid there). SmolLM2's: at r=8, α=16 a
+"""Each study's rate grid per arm (in the arms' order) per base (and profile, for SmolLM2), three points a
+decade. The tiny base's are the chapters' own (02: linear decay one step above constant; 05 and 06b: 1e-3
+to 1e-2). SmolLM2's: at r=8, α=16 a
 rate of 1e-3 lowered its validation loss from 2.58 to 1.58 nats per token in 4 steps of the timing run, so
 the cpu grid is centred there; r=32, α=16 scales the adapter by a quarter of that (α/r 0.5 against 2), so
 its grid sits a half-decade higher, and rsLoRA's α/√r (2.8) may widen it downwards. The gpu budget is 12
@@ -148,22 +153,28 @@ NUISANCE = {"learning_rate": "moves with every knob studied here (the step's siz
 
 
 def _schedule_arms(base: Any) -> list[tuple[str, Any]]:
-    return [("cosine, 10% warmup", base), ("constant, 10% warmup", base.replace(lr_scheduler_type="constant_with_warmup"))]
+    return [("linear decay", base), ("constant", base.replace(lr_scheduler_type="constant"))]
 
 
 def _batch_arms(base: Any) -> list[tuple[str, Any]]:
-    ref = base.per_device_train_batch_size
-    steps = max(1, base.max_steps // BIG_BATCH)
-    big = base.replace(gradient_accumulation_steps=BIG_BATCH, max_steps=steps, eval_steps=max(1, steps // EVALUATIONS))
-    seen = "same examples" if steps * BIG_BATCH == base.max_steps else f"{steps * ref * BIG_BATCH} examples, not {base.max_steps * ref}"
-    return [(f"batch {ref}", base), (f"batch {ref * BIG_BATCH}, {seen}", big)]
+    """Chapter 05's arms: each batch reads the base's examples (steps x batch), in its own number of steps,
+    evaluated as often as the base."""
+    examples = base.max_steps * base.per_device_train_batch_size
+    evaluations = max(1, base.max_steps // base.eval_steps)
+    big = min(BATCHES[0], examples)
+    small = max(1, big * BATCHES[1] // BATCHES[0])
+
+    def at(batch: int) -> Any:
+        steps = examples // batch
+        return base.replace(per_device_train_batch_size=batch, max_steps=steps, eval_steps=max(1, steps // evaluations))
+
+    return [(f"batch {big}, {examples // big} steps", at(big)), (f"batch {small}, {examples // small} steps", at(small))]
 
 
 def _lora_arms(base: Any) -> list[tuple[str, Any]]:
     return [("r=32, α=16 (α/r)", base), ("r=32, α=16, rsLoRA", base.replace(use_rslora=True))]
 
 
-COSINE = {"lr_scheduler_type": "cosine", "warmup_steps": 0.1}
 LORA_FIXED = {"lora_target_modules": "the attention projections, RunConfig's default",
               "lora_dropout": "off: a regulariser is a study of its own",
               "train_size": "the budget's split (SmolLM2: scaled to its cost, see the budget)",
@@ -171,17 +182,16 @@ LORA_FIXED = {"lora_target_modules": "the attention projections, RunConfig's def
 
 STUDY = {
     "schedule": Study(
-        "schedule", "02", "Cosine or constant after a 10% warmup, each at its own best peak rate: does the schedule matter?",
-        {"lr_scheduler_type": "cosine decay to zero after the warmup, or a constant rate"},
-        {"warmup_steps": "the first 10% of the run, in both arms", "lora_r": "8", "lora_alpha": "16", **LORA_FIXED},
-        _schedule_arms, schedule=COSINE),
+        "schedule", "02", "Linear decay or a constant rate, each at its own best peak rate: does the schedule matter?",
+        {"lr_scheduler_type": "linear decay to zero (Trainer's default) or a constant rate"},
+        {"warmup_steps": "0 in both arms, as chapter 02", "lora_r": "8", "lora_alpha": "16", **LORA_FIXED},
+        _schedule_arms),
     "batch": Study(
-        "batch", "05, 07b", "The profile's batch (8 on cpu) or 4 times it (by accumulation) at equal data, a quarter of "
-        "the steps, each batch at its own best rate?",
-        {"gradient_accumulation_steps": "1 or 4 micro-batches per step (cpu: batch 8 or 32), the same examples seen"},
-        {"per_device_train_batch_size": "the profile's micro-batch (cpu: 8)", "lr_scheduler_type": "cosine after a 10% warmup",
-         "lora_r": "8", "lora_alpha": "16", **LORA_FIXED},
-        _batch_arms, schedule=COSINE),
+        "batch", "05", "Batch 16 or batch 4 at equal data (four times the steps), each batch at its own best rate?",
+        {"per_device_train_batch_size": "16 or 4, no accumulation, the same examples read"},
+        {"max_steps": "set by the batch: each arm reads the base's examples", "lr_scheduler_type":
+         "RunConfig's linear decay, over each arm's own steps", "lora_r": "8", "lora_alpha": "16", **LORA_FIXED},
+        _batch_arms),
     "lora": Study(
         "lora", "06b", "At r=32, α=16: rsLoRA's α/√r or peft's α/r, each at its own best rate?",
         {"use_rslora": "the scale α/√r instead of α/r"},
@@ -223,10 +233,10 @@ def study_base(study: Study, base: str, profile: str, **budget: Any) -> Any:
     return finished_knob_config(profile, **fields)
 
 
-def grid_of(study: str, base: str, profile: str) -> tuple[float, ...]:
-    if model_of(base, profile) == TINY:
-        return GRIDS[("tiny", "any")][study]
-    return GRIDS[("smollm2", "gpu" if profile == "gpu" else "cpu")][study]
+def grids_of(study: str, arms: Sequence[tuple[str, Any]], base: str, profile: str) -> dict[str, tuple[float, ...]]:
+    """Each arm's rate grid: ``{label: grid}``."""
+    key = ("tiny", "any") if model_of(base, profile) == TINY else ("smollm2", "gpu" if profile == "gpu" else "cpu")
+    return {label: grid for (label, _), grid in zip(arms, GRIDS[key][study])}
 
 
 def exact_match_size(base: str, profile: str) -> int:
@@ -316,7 +326,7 @@ def run_study(name: str, base: str, profile: str, *, runs_dir: str | None, retra
     arms = study.arms(base_cfg)
     baseline = arms[0][0]
     roles = Hyperparameters(scientific=study.scientific, nuisance=NUISANCE, fixed=study.fixed)
-    grid = grid_of(name, base, profile)
+    grids = grids_of(name, arms, base, profile)
     unit = loss_unit([base_cfg])
     cache = RunCache(runs_dir)
     precision = choose_precision(probe(), profile, base_cfg.model)
@@ -324,9 +334,9 @@ def run_study(name: str, base: str, profile: str, *, runs_dir: str | None, retra
     print(roles.table(base_cfg))
 
     # Step 1: each arm's rate, chosen on validation under the selection seed
-    planned = [cfg.replace(seed=SELECTION_SEED, learning_rate=v) for _, cfg in arms for v in grid]
+    planned = [cfg.replace(seed=SELECTION_SEED, learning_rate=v) for label, cfg in arms for v in grids[label]]
     with RunBar(cache, planned, f"{name}/{base}: rates", bar, retrain) as phase:
-        choices = tune_rates(arms, grid, max_extensions=0 if profile == "ci" else 2, retrain=retrain,
+        choices = tune_rates(arms, grids, max_extensions=0 if profile == "ci" else 2, retrain=retrain,
                              runs_dir=runs_dir, progress=False)
     found = phase.found
     ready: dict[str, Any] = {}
@@ -350,7 +360,7 @@ def run_study(name: str, base: str, profile: str, *, runs_dir: str | None, retra
                    "batch": base_cfg.per_device_train_batch_size, "evaluations": EVALUATIONS if profile != "ci" else 2,
                    "eval_size": base_cfg.eval_size},
         "scaled": bool(budget_of(base, profile, train_size, steps)) and base == "smollm2" and profile != "ci",
-        "selection_seed": SELECTION_SEED, "grid": list(grid),
+        "selection_seed": SELECTION_SEED, "grid": {arm: list(g) for arm, g in grids.items()},
         "arms": {arm: {"changes": _changed(cfg, base_cfg), "grid": list(choices[arm].grid),
                        "scores": [s if math.isfinite(s) else None for s in choices[arm].scores],
                        "chosen_rate": choices[arm].best, "interior": choices[arm].interior,
@@ -410,9 +420,9 @@ def plan(name: str, base: str, profile: str, **budget: Any) -> dict[str, Any]:
     study = STUDY[name]
     base_cfg = study_base(study, base, profile, **budget)
     arms = study.arms(base_cfg)
-    grid = grid_of(name, base, profile)
+    grids = grids_of(name, arms, base, profile)
     seeds = REPORT_SEEDS[profile]
-    out: dict[str, Any] = {"selection_runs": len(arms) * len(grid), "report_runs": len(arms) * len(seeds),
+    out: dict[str, Any] = {"selection_runs": sum(len(g) for g in grids.values()), "report_runs": len(arms) * len(seeds),
                            "model": base_cfg.model, "train_size": base_cfg.train_size, "max_steps": base_cfg.max_steps}
     cost = COST_PER_RUN.get((base, profile))
     if cost:
@@ -424,7 +434,8 @@ def plan(name: str, base: str, profile: str, **budget: Any) -> dict[str, Any]:
                     + evaluations * cfg.eval_size * forward + test * forward + exact * answer)
 
         test, exact = TEST_SIZES[profile], exact_match_size(base, profile)
-        worker = sum(seconds(cfg, 0, 0) * len(grid) + seconds(cfg, test, exact) * len(seeds) for _, cfg in arms)
+        worker = sum(seconds(cfg, 0, 0) * len(grids[label]) + seconds(cfg, test, exact) * len(seeds)
+                     for label, cfg in arms)
         widened = max(seconds(cfg, 0, 0) for _, cfg in arms)
         out.update(worker_minutes=round(worker / 60, 1), minutes_two_workers=round(worker / 120, 1),
                    minutes_with_one_widened_grid=round((worker / 2 + widened) / 60, 1))

@@ -97,9 +97,11 @@ def test_the_arms_mirror_the_chapters(transfer):
     assert lora == finished_knob_config("cpu", lora_r=32, lora_alpha=16, lora_dropout=0.0)  # chapter 06b's base
     (_, base), (_, rslora) = transfer.STUDY["lora"].arms(lora)
     assert rslora == base.replace(use_rslora=True)
-    batch = transfer.study_base(transfer.STUDY["batch"], "smollm2", "cpu")
-    (_, small), (_, big) = transfer.STUDY["batch"].arms(batch)
+    batch = transfer.study_base(transfer.STUDY["batch"], "tiny", "cpu")
+    (_, big), (_, small) = transfer.STUDY["batch"].arms(batch)
     seen = lambda c: c.max_steps * c.per_device_train_batch_size * c.gradient_accumulation_steps  # noqa: E731
-    assert seen(small) == seen(big) and big.gradient_accumulation_steps == 4  # equal data, batch 32 = 4 x 8
-    schedule = transfer.study_base(transfer.STUDY["schedule"], "smollm2", "cpu")
-    assert schedule == small  # the batch study's batch-8 arm is the schedule study's base arm: the same runs
+    assert seen(small) == seen(big) and (big.per_device_train_batch_size, small.per_device_train_batch_size) == (16, 4)
+    assert small.max_steps == 4 * big.max_steps and big.gradient_accumulation_steps == 1  # chapter 05's arms
+    schedule = transfer.study_base(transfer.STUDY["schedule"], "tiny", "cpu")
+    (_, linear), (_, constant) = transfer.STUDY["schedule"].arms(schedule)
+    assert (linear.lr_scheduler_type, constant.lr_scheduler_type, linear.warmup_steps) == ("linear", "constant", 0)
