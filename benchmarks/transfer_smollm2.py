@@ -357,7 +357,7 @@ def run_study(name: str, base: str, profile: str, *, runs_dir: str | None, retra
         "model": base_cfg.model, "precision": precision.name, "precision_reason": precision.reason,
         "question": study.question, "hyperparameters": roles.table(base_cfg), "unit": unit, "baseline": baseline,
         "budget": {"train_size": base_cfg.train_size, "max_steps": base_cfg.max_steps,
-                   "batch": base_cfg.per_device_train_batch_size, "evaluations": EVALUATIONS if profile != "ci" else 2,
+                   "batch": base_cfg.per_device_train_batch_size, "evaluations": base_cfg.max_steps // base_cfg.eval_steps,
                    "eval_size": base_cfg.eval_size},
         "scaled": bool(budget_of(base, profile, train_size, steps)) and base == "smollm2" and profile != "ci",
         "selection_seed": SELECTION_SEED, "grid": {arm: list(g) for arm, g in grids.items()},
