@@ -140,3 +140,39 @@ def test_the_type_checking_imports_are_the_public_table():
     for node in block.body:  # one module's names may take several lines
         seen[node.module] = seen.get(node.module, ()) + tuple(a.name for a in node.names)
     assert seen == dict(ftlab._PUBLIC)
+
+
+LOUD_AT_IMPORT = ("transformers", "peft", "accelerate", "bitsandbytes", "datasets", "trl")
+"""Libraries whose import (directly or through what they import) can log or draw a progress bar,
+which ``import ftlab`` quiets inside a kernel: bitsandbytes warns at import on AVX512-BF16 CPUs."""
+
+
+def imported_before_ftlab(tree: ast.Module) -> list[str]:
+    """The loud libraries a cell imports before its first import of ftlab (in source order)."""
+    found = []
+    for node in sorted((n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))), key=lambda n: n.lineno):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+        if any(n.split(".")[0] == "ftlab" for n in names):
+            return found
+        found += [n for n in names if n.split(".")[0] in LOUD_AT_IMPORT]
+    return found
+
+
+def test_the_order_check_sees_a_library_imported_before_ftlab():
+    assert imported_before_ftlab(ast.parse("import torch\nfrom transformers.x import y\nfrom ftlab import train\n")) \
+        == ["transformers.x"]
+    assert imported_before_ftlab(ast.parse("from ftlab import train\nfrom transformers.x import y\n")) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_a_chapter_imports_ftlab_before_any_library_that_logs_at_import(path: Path):
+    """A library imported before ftlab in a kernel logs before ftlab has quieted it, and the
+    saved notebook keeps the line (chapter 04 once kept bitsandbytes' Hub-kernel warning)."""
+    for i, tree in _code_cells(path):
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)):
+            early = imported_before_ftlab(tree)
+            assert not early, f"{path.name} cell {i} imports {early} before ftlab: import ftlab first"
+            if any(isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "ftlab"
+                   or isinstance(n, ast.Import) and any(a.name.split(".")[0] == "ftlab" for a in n.names)
+                   for n in ast.walk(tree)):
+                return
