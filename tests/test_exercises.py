@@ -11,6 +11,8 @@ parameters cell (``PROFILE = None``, so papermill and nbval choose its workload)
 """
 from __future__ import annotations
 
+import ast
+
 import json
 import re
 from pathlib import Path
@@ -62,6 +64,16 @@ def only_comments(source: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in source.splitlines())
 
 
+def only_checks(source: str) -> bool:
+    """A cell of ``assert`` statements that nbval runs to check the chapter's own results: it
+    prints nothing and answers no question."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    return bool(tree.body) and all(isinstance(node, ast.Assert) for node in tree.body)
+
+
 def answers_left(cells: list[dict[str, Any]]) -> list[str]:
     """What a reader sees of an answer in a chapter, one line each: a collapsed (``source_hidden``)
     cell anywhere, and code after the exercises heading that is more than comments."""
@@ -70,7 +82,8 @@ def answers_left(cells: list[dict[str, Any]]) -> list[str]:
              for i, c in enumerate(cells) if c["cell_type"] == "code" and _hidden(c)]
     if start is not None:
         for i, cell in enumerate(cells[start + 1:], start + 1):
-            if cell["cell_type"] == "code" and not _hidden(cell) and not only_comments(_source(cell)):
+            if (cell["cell_type"] == "code" and not _hidden(cell) and not only_comments(_source(cell))
+                    and not (only_checks(_source(cell)) and not cell.get("outputs"))):
                 first = next(line for line in _source(cell).splitlines() if line.strip() and not line.lstrip().startswith("#"))
                 found.append(f"cell {i}: code after the exercises heading: {first.strip()[:70]!r}")
     return found
@@ -97,6 +110,7 @@ def test_the_check_finds_answers_left_in_a_chapter() -> None:
     assert answers_left(cells) == ["cell 3: a collapsed answer cell (jupyter.source_hidden), shown in full outside JupyterLab",
                                    "cell 4: code after the exercises heading: 'y = x + 1'"]
     assert answers_left(cells[:3]) == []
+    assert answers_left(cells[:3] + [_code("# checked by nbval\nassert x == 1")]) == []  # a silent check is no answer
     assert answers_left([_code("print(1)", hidden=True)]) == [
         "cell 0: a collapsed answer cell (jupyter.source_hidden), shown in full outside JupyterLab"]
 
