@@ -36,9 +36,10 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def run_chapter(notebook: Path, output: Path, profile: str, runs: str) -> float:
-    """Execute one notebook with the run cache ``runs``; return its wall-clock seconds."""
-    env = {"FTLAB_PROFILE": profile, "FTLAB_RUNS": runs}
+def run_chapter(notebook: Path, output: Path, profile: str, runs: str, extra_env: dict[str, str] | None = None) -> float:
+    """Execute one notebook with the run cache ``runs`` (and ``extra_env`` in its kernel's
+    environment); return its wall-clock seconds."""
+    env = {"FTLAB_PROFILE": profile, "FTLAB_RUNS": runs, **(extra_env or {})}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -86,17 +86,8 @@ def main() -> None:
     env = ISAS[args.isa]
     out = ROOT / "out" / "reproduce"
     out.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with tempfile.TemporaryDirectory(prefix="ftlab-runs-") as runs:
-            seconds = run_chapter(notebook, out / notebook.name, "cpu", runs)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with tempfile.TemporaryDirectory(prefix="ftlab-runs-") as runs:
+        seconds = run_chapter(notebook, out / notebook.name, "cpu", runs, extra_env=env)
     committed = nbformat.read(notebook, as_version=4).metadata.get("ftlab", {}).get("executed", {})
     rows = compared(verdicts(notebook), verdicts(out / notebook.name))
     result = {"chapter": notebook.stem, "committed_on": committed, "kernels_here": capability({}),
