@@ -48,6 +48,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "ftlab.runs.record": ("Run",),
     "ftlab.runs.table": ("metric", "metric_table", "values", "early_values", "memory_cost"),
     "ftlab.training.train": ("train",),
+    "ftlab.training.parallel": ("default_workers",),
     "ftlab.training.arguments": ("training_arguments", "training_optimizer"),
     "ftlab.training.evaluate": ("generate_answers",),
     "ftlab.training.step": ("weight_norm",),
@@ -95,6 +96,7 @@ if TYPE_CHECKING:  # the same names for type checkers, editors and readers; a te
     from ftlab.runs.record import Run
     from ftlab.runs.table import metric, metric_table, values, early_values, memory_cost
     from ftlab.training.train import train
+    from ftlab.training.parallel import default_workers
     from ftlab.training.arguments import training_arguments, training_optimizer
     from ftlab.training.evaluate import generate_answers
     from ftlab.training.step import weight_norm

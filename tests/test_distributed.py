@@ -194,7 +194,9 @@ def test_workers_that_overrun_are_stopped_not_waited_for(plan, tmp_path, monkeyp
     with pytest.raises(LaunchError, match=r"did not finish within Plan.timeout_s=1.5 s and were stopped"):
         launch(quick, out=tmp_path)
     assert waits == [mock.call(timeout=1.5)]  # waited once, for Plan.timeout_s, not until they finished
-    assert len(stopped) == 1 and stopped[0] < 0  # then stopped: ended by a signal, not by finishing
+    # then stopped, not finished: torchrun ends on the signal itself (status < 0) when it arrives before torchrun
+    # has set its handler, and with status 1 when its handler turns SIGTERM into an error (a fast host)
+    assert len(stopped) == 1 and stopped[0] != 0
     # no process of this launch is left (its folder is on every command line); the ranks get a bounded while to go
     left = [p for p in psutil.process_iter() if str(tmp_path) in " ".join(_cmdline(p))]
     assert not psutil.wait_procs(left, timeout=10)[1]

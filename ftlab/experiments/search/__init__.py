@@ -6,7 +6,8 @@
 
 Modules, one concern each: ``space`` (the space, checked against RunConfig; grid values),
 ``study`` (storages, resuming after a crash), ``plan`` (every check before the first
-trial), ``trials`` (one trial = one ``train`` run; pruning), ``local`` (``search``),
+trial), ``trials`` (one trial = one ``train`` run; pruning), ``ahead`` (the trials a sampler draws
+without a result, trained side by side), ``local`` (``search``),
 ``scale`` and ``ray_tune`` (``tune_search`` on Ray Tune), ``classroom`` (a workshop's
 shared study), ``results`` (rows, best-so-far, steps saved), ``trainer``
 (``Trainer.hyperparameter_search`` for comparison). The plots of a study (landscape,

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.record import Run
+from ftlab.experiments.search.ahead import train_ahead
 from ftlab.experiments.search.plan import plan_search
 from ftlab.experiments.search.space import DEFAULT_GRID_POINTS, GridPoints, Space, describe
 from ftlab.experiments.search.study import fail_dead_trials, quiet_optuna
@@ -31,7 +32,7 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
            sampler: str | BaseSampler = "tpe", pruner: str | BasePruner | None = None, storage: Any = None,
            study_name: str | None = None, seed: int = 0, grid_points: GridPoints = DEFAULT_GRID_POINTS,
            contributor: str | None = None, runs_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
-           progress: bool = True) -> optuna.Study:
+           progress: bool | str = True, workers: int = 1) -> optuna.Study:
     """Search ``space`` around ``base`` until the study holds ``n_trials`` finished trials
     of yours, and return the Optuna study.
 
@@ -53,6 +54,13 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
       again runs only what is missing, a room sharing a prepared runs folder replays the
       prepared search, and in a shared study each learner runs their own share.
 
+    * ``progress``: True prints a line per trial, False nothing, and a text one line for the
+      whole search that starts with it (what trained, what came from the run cache), for a
+      chapter that runs many searches.
+    * ``workers``: with 2 or more, the trials whose points the sampler draws without a
+      result (a grid's, a random search's, TPE's startup trials) are trained ahead in that
+      many processes (:mod:`~ftlab.experiments.search.ahead`); the trials are the same.
+
     Every trial's value is the run's final eval loss (lower is better); pruned trials are
     Optuna's PRUNED trials, and ``ftlab.experiments.search.trial_rows`` reads it all back.
     """
@@ -64,18 +72,24 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
         lost = fail_dead_trials(study)
     done = plan.done()
     todo = max(plan.budget - done, 0)
-    if progress:
-        resumed = f", {done} done before" if done else ""
-        if lost:
-            resumed += f"; trial {', '.join(map(str, lost))} was running in a process that is gone: marked FAIL"
+    resumed = f", {done} done before" if done else ""
+    if lost:
+        resumed += f"; trial {', '.join(map(str, lost))} was running in a process that is gone: marked FAIL"
+    if progress is True:
         print(f"search {study.study_name}: {todo} trial{'' if todo == 1 else 's'} to run{resumed}", flush=True)
-    on_run = _printer(done, plan.budget) if progress else None
+    ahead = train_ahead(plan, todo, workers)
+    runs: list[Run] = []
+    on_run = _printer(done, plan.budget) if progress is True else lambda trial, run: runs.append(run)
     objective = Objective(plan.base, plan.space, plan.contributor, plan.runs_dir, on_run)
     with quiet_optuna():
         for _ in range(todo):
             study.optimize(objective, n_trials=1, callbacks=list(callbacks))
+    if isinstance(progress, str):
+        trained = sum(not run.from_cache or run.key in ahead for run in runs)
+        where = f" ({len(ahead)} of them ahead, in {workers} worker processes)" if ahead else ""
+        print(f"{progress}: search {study.study_name}, {todo} trial{'' if todo == 1 else 's'}{resumed} · "
+              f"{trained} trained{where}, {len(runs) - trained} from the run cache", flush=True)
     return study
-
 
 def _printer(done: int, budget: int) -> Callable[[optuna.Trial, Run], None]:
     """One line per trial: its values and what became of its run."""

@@ -45,6 +45,10 @@ class Plan:
     counted: str | None
     """Whose trials count toward the budget (:func:`~ftlab.experiments.search.study.counted_contributor`)."""
     runs_dir: Path | None
+    blind_trials: int | None = 0
+    """How many of the study's first trials its sampler draws without reading a result
+    (None: all of them, a grid or random search; TPE: its random startup trials): those
+    can be trained ahead, side by side (:mod:`~ftlab.experiments.search.ahead`)."""
 
     def done(self) -> int:
         """Trials already in the study that count toward the budget."""
@@ -88,7 +92,7 @@ def plan_search(base: RunConfig | None, space: Space | None, *, n_trials: int, s
     budget = n_trials if grid_total is None else min(n_trials, grid_total)
     credited = contributor or default_contributor()
     return Plan(study, base, checked, budget, credited, counted_contributor(study_name, credited),
-                Path(runs_dir) if runs_dir else None)
+                Path(runs_dir) if runs_dir else None, count_blind_trials(sampler, n_trials))
 
 
 def _sampler_label(sampler: str | BaseSampler, space: Space, grid_points: GridPoints,
@@ -121,7 +125,23 @@ def make_sampler(sampler: str | BaseSampler, space: Space, grid_points: GridPoin
         return optuna.samplers.GridSampler(grid(space, grid_points), seed=seed)
     if sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, n_trials // 3)), multivariate=True, seed=seed)
+    return optuna.samplers.TPESampler(n_startup_trials=tpe_startup_trials(n_trials), multivariate=True, seed=seed)
+
+
+def tpe_startup_trials(n_trials: int) -> int:
+    """TPE's random startup trials on a budget of ``n_trials``: a third, at least 2, at most Optuna's 10."""
+    return min(10, max(2, n_trials // 3))
+
+
+def count_blind_trials(sampler: str | BaseSampler, n_trials: int) -> int | None:
+    """How many first trials ``sampler`` (a name or a sampler) draws without reading a result:
+    all (None) for a grid or random search, TPE's startup trials for ``"tpe"``, and none
+    known (0) for any other sampler given from outside."""
+    if sampler == "tpe":
+        return tpe_startup_trials(n_trials)
+    if isinstance(sampler, str) or isinstance(sampler, (optuna.samplers.GridSampler, optuna.samplers.RandomSampler)):
+        return None
+    return 0
 
 
 def make_pruner(pruner: str | BasePruner | None, base: RunConfig) -> BasePruner:
