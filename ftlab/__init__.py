@@ -59,6 +59,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "ftlab.distributed.scratch": ("global_token_count", "token_mean_loss"),
     "ftlab.experiments.sweep": ("arms", "train_each", "verdicts"),
     "ftlab.experiments.stats": ("compare", "compare_to_baseline", "proportion_interval"),
+    "ftlab.experiments.transfer": ("transfer_rows", "budgets"),
     "ftlab.experiments.protocol": ("Hyperparameters", "RateChoice", "tune_rates", "report", "flatness", "verdict_on",
                                    "ProtocolError", "SELECTION_SEED", "REPORT_SEEDS", "SMALLEST_EFFECT"),
     "ftlab.experiments.search": ("search", "tune_search", "SearchError", "trial_rows", "trial_run", "best_trial",
@@ -107,6 +108,7 @@ if TYPE_CHECKING:  # the same names for type checkers, editors and readers; a te
     from ftlab.distributed.scratch import global_token_count, token_mean_loss
     from ftlab.experiments.sweep import arms, train_each, verdicts
     from ftlab.experiments.stats import compare, compare_to_baseline, proportion_interval
+    from ftlab.experiments.transfer import transfer_rows, budgets
     from ftlab.experiments.protocol import Hyperparameters, RateChoice, tune_rates, report, flatness, verdict_on
     from ftlab.experiments.protocol import ProtocolError, SELECTION_SEED, REPORT_SEEDS, SMALLEST_EFFECT
     from ftlab.experiments.search import search, tune_search, SearchError, trial_rows, trial_run, best_trial

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 
 from ftlab.foundation.jupyter import ipython_shell
+from ftlab.experiments.transfer import RESULTS, Held
 
 __all__ = ["Published", "KNOBS", "PUBLISHED", "published", "takeaway", "show_takeaway"]
 
@@ -149,13 +150,18 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def takeaway(transfers: Sequence[str], tiny_only: Sequence[str], knobs: Sequence[str] = ()) -> str:
+def takeaway(transfers: Sequence[str], tiny_only: Sequence[str], knobs: Sequence[str] = (),
+             held: Sequence[Held] = (), held_budget: str = "") -> str:
     """The chapter's takeaway as Markdown: a two-column table of what transfers to a 135M or 7B
     model and what belongs to the tiny base, then the published values for ``knobs``.
 
     The chapter writes the cell texts from its own outputs (and formats their numbers); this only
     lays them out. The two columns are independent lists, so the shorter one is padded with empty
     cells: no lesson is dropped because the other column had fewer.
+
+    ``held``: rows of :func:`ftlab.experiments.transfer.transfer_rows`, shown as a table with the
+    column "Held on SmolLM2?" (``held_budget`` says each base's budget), then what to carry
+    instead wherever a verdict did not hold.
     """
     for name, column in (("transfers", transfers), ("tiny_only", tiny_only)):
         if isinstance(column, str):
@@ -166,6 +172,14 @@ def takeaway(transfers: Sequence[str], tiny_only: Sequence[str], knobs: Sequence
     lines = ["**Takeaway**", "",
              _row(["What transfers to a 135M or 7B model", "What belongs to the tiny base"]), "| --- | --- |"]
     lines += [_row(pair) for pair in zip_longest(transfers, tiny_only, fillvalue="")]
+    if held:
+        lines += ["", f"**Held on SmolLM2-135M?** The same study on LoRA over SmolLM2 (weights de-quantized from "
+                      f"Q4_1), each arm at its own best rate; {held_budget} (`{RESULTS}`)", "",
+                  _row(["Verdict carried", "Tiny base", "SmolLM2-135M", "Held on SmolLM2?"]), "| --- | --- | --- | --- |"]
+        lines += [_row([h.carried, h.tiny, h.smollm2, h.held]) for h in held]
+        instead = [h.instead for h in held if h.instead]
+        if instead:
+            lines += ["", "Where a verdict did not hold, carry instead:", ""] + [f"- {_cell(text)}" for text in instead]
     if entries:
         lines += ["", "**Published values for real models**", "",
                   _row(["Knob", "Value", "Setting", "Source"]), "| --- | --- | --- | --- |"]
@@ -173,10 +187,11 @@ def takeaway(transfers: Sequence[str], tiny_only: Sequence[str], knobs: Sequence
     return "\n".join(lines) + "\n"
 
 
-def show_takeaway(transfers: Sequence[str], tiny_only: Sequence[str], knobs: Sequence[str] = ()) -> None:
+def show_takeaway(transfers: Sequence[str], tiny_only: Sequence[str], knobs: Sequence[str] = (),
+                  held: Sequence[Held] = (), held_budget: str = "") -> None:
     """Display :func:`takeaway` as rendered Markdown in a notebook (so it is saved as a table),
     or print the Markdown source in a script or test."""
-    text = takeaway(transfers, tiny_only, knobs)
+    text = takeaway(transfers, tiny_only, knobs, held, held_budget)
     if ipython_shell() is None:
         print(text)
         return
