@@ -158,17 +158,13 @@ def _schedule_arms(base: Any) -> list[tuple[str, Any]]:
 
 def _batch_arms(base: Any) -> list[tuple[str, Any]]:
     """Chapter 05's arms: each batch reads the base's examples (steps x batch), in its own number of steps,
-    evaluated as often as the base."""
+    evaluated as often as the base (``at_equal_data``)."""
+    from ftlab.lessons.batch_size import at_equal_data
+
     examples = base.max_steps * base.per_device_train_batch_size
-    evaluations = max(1, base.max_steps // base.eval_steps)
     big = min(BATCHES[0], examples)
     small = max(1, big * BATCHES[1] // BATCHES[0])
-
-    def at(batch: int) -> Any:
-        steps = examples // batch
-        return base.replace(per_device_train_batch_size=batch, max_steps=steps, eval_steps=max(1, steps // evaluations))
-
-    return [(f"batch {big}, {examples // big} steps", at(big)), (f"batch {small}, {examples // small} steps", at(small))]
+    return [(f"batch {b}, {examples // b} steps", at_equal_data(base, b)) for b in (big, small)]
 
 
 def _lora_arms(base: Any) -> list[tuple[str, Any]]:

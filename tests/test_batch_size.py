@@ -9,7 +9,7 @@ import pytest
 import ftlab.lessons.batch_size
 import ftlab.lessons.weight_decay
 from ftlab.errors import ArgumentError
-from ftlab.lessons.batch_size import batch_size_for, batch_tokens_for, scaled_learning_rate
+from ftlab.lessons.batch_size import at_equal_data, batch_size_for, batch_tokens_for, scaled_learning_rate
 
 
 def test_batch_size_for_by_hand():
@@ -79,3 +79,15 @@ def test_scaled_learning_rate_names_the_bad_argument(kwargs, argument):
     with pytest.raises(ArgumentError, match=rf"^scaled_learning_rate\({argument}=") as err:
         scaled_learning_rate(**args)
     assert err.value.argument == argument
+
+
+def test_at_equal_data_reads_the_same_examples_in_its_own_steps_evaluated_as_often(tiny_config):
+    base = tiny_config.replace(max_steps=128, per_device_train_batch_size=8, eval_steps=16)
+    small, big = at_equal_data(base, 4), at_equal_data(base, 16)
+    assert (small.max_steps, small.eval_steps, big.max_steps, big.eval_steps) == (256, 32, 64, 8)
+    for arm in (small, big):
+        assert arm.max_steps * arm.per_device_train_batch_size == 1024 and arm.max_steps // arm.eval_steps == 8
+    accumulated = base.replace(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    assert at_equal_data(accumulated, 16).max_steps == 64 and at_equal_data(accumulated, 16).gradient_accumulation_steps == 1
+    with pytest.raises(ArgumentError, match=r"at_equal_data\(batch=3\).*divides the 1024 examples"):
+        at_equal_data(base, 3)

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import math
 
-from ftlab.config.run_config import is_finite_number
+from ftlab.config.run_config import RunConfig, is_finite_number
 from ftlab.errors import ArgumentError
 from ftlab.lessons.weight_decay import batch_size_for, batch_tokens_for
 
-__all__ = ["scaled_learning_rate", "SCALING_RULES", "batch_size_for", "batch_tokens_for"]
+__all__ = ["scaled_learning_rate", "SCALING_RULES", "batch_size_for", "batch_tokens_for", "at_equal_data"]
 
 SCALING_RULES = ("linear", "sqrt")
 """The rules :func:`scaled_learning_rate` knows: the learning rate grows as the batch ratio, or
@@ -60,3 +60,21 @@ def scaled_learning_rate(lr: float, from_batch: float, to_batch: float, rule: st
                                                                   f"'linear' for SGD, 'sqrt' for Adam-type optimizers")
     ratio = to_batch / from_batch
     return lr * (ratio if rule == "linear" else math.sqrt(ratio))
+
+
+def at_equal_data(base: RunConfig, batch: int) -> RunConfig:
+    """``base`` trained at ``batch`` (no accumulation) on the same examples: ``base``'s steps
+    times its batch, read in as many steps as that batch needs, and evaluated as often.
+
+    Why: compared at equal steps, a larger batch simply reads more data and wins for that
+    reason alone; at equal data the comparison is of how the same examples are split into
+    steps, which is what the batch-size question asks (chapter 05, and the transfer benchmark).
+    """
+    examples = base.max_steps * base.per_device_train_batch_size * base.gradient_accumulation_steps
+    if not (isinstance(batch, int) and 1 <= batch <= examples and examples % batch == 0):
+        raise ArgumentError("at_equal_data", "batch", batch, f"a whole number from 1 to {examples} that divides the {examples} examples "
+                            f"the base reads ({base.max_steps} steps of {base.per_device_train_batch_size})")
+    evaluations = max(1, base.max_steps // base.eval_steps)
+    steps = examples // batch
+    return base.replace(per_device_train_batch_size=batch, gradient_accumulation_steps=1, max_steps=steps,
+                        eval_steps=max(1, steps // evaluations))
