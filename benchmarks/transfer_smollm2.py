@@ -511,6 +511,35 @@ def figure(studies: dict[str, Any], path: Path, profile: str) -> Path:
     return path
 
 
+def table(studies: dict[str, Any]) -> str:
+    """The results as a Markdown table, one row per study, arm and base (what benchmarks/README.md and the
+    closing note show), with whether each tiny-base verdict held on SmolLM2 (``ftlab.experiments.transfer``)."""
+    from ftlab.experiments.transfer import held_verdict
+
+    rows = ["| study | arm minus baseline | base | budget | chosen rates | test loss | answer-token accuracy | "
+            "exact match | held on SmolLM2? |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cell = lambda v, unit: f"{v['difference']:+.3f} {unit} [{v['low']:+.3f}, {v['high']:+.3f}], {v['verdict']}" if v else "–"
+    for name in STUDIES:
+        entry = studies.get(name) or {}
+        for arm in _arms_of(entry):
+            for base in BASES:
+                slot = entry.get(base) or {}
+                verdicts = slot.get("verdicts") or {}
+                if not verdicts:
+                    continue
+                rates = ", ".join(f"{a} {v['chosen_rate']:g}" for a, v in slot["arms"].items())
+                held = ""
+                if base == "smollm2" and (entry.get("tiny") or {}).get("verdicts"):
+                    held = "; ".join(f"{k.replace('test_', '').replace('_', ' ')}: "
+                                     f"{held_verdict(entry['tiny']['verdicts'][k][arm], verdicts[k][arm])}"
+                                     for k in ("test_loss", "test_token_accuracy"))
+                rows.append(f"| {name} | {arm} minus {slot['baseline']} | {base} ({slot['precision']}) | "
+                            f"{slot['budget_text']} | {rates} | {cell(verdicts['test_loss'].get(arm), slot['unit'])} | "
+                            f"{cell(verdicts['test_token_accuracy'].get(arm), 'accuracy')} | "
+                            f"{cell(verdicts.get('exact_match', {}).get(arm), 'exact match')} | {held} |")
+    return "\n".join(rows)
+
+
 def _first(entry: dict[str, Any]) -> str:
     return next(b for b in BASES if entry.get(b))
 
@@ -552,7 +581,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--retrain", action="store_true", help="ignore the run cache")
     parser.add_argument("--plan", action="store_true", help="print the runs and the estimated minutes; train nothing")
     parser.add_argument("--no-bar", action="store_true", help="no progress bar")
+    parser.add_argument("--table", action="store_true", help="print the results file as a Markdown table; train nothing")
     args = parser.parse_args(argv)
+    if args.table:
+        text = table(_load(Path(args.out) / f"{NAME}.json", args.profile).get("studies", {}))
+        print(text)
+        return {"table": text}
     studies = list(STUDIES) if args.study == "all" else [args.study]
     bases = list(BASES) if args.base == "both" else [args.base]
     budget = dict(train_size=args.train_size, steps=args.steps)

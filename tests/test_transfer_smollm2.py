@@ -77,6 +77,9 @@ def test_the_ci_profile_writes_every_verdict_on_both_bases_and_resumes_from_the_
     slot = again["studies"]["lora"]["smollm2"]
     assert slot["runs_from_cache"] == 6 + 4  # 2 arms x 3 rates, 2 arms x 2 report seeds
     assert slot["verdicts"] == first["verdicts"]
+    text = transfer.main(["--profile", "ci", "--out", str(out), "--table"])["table"]
+    arm = next(iter(slot["verdicts"]["test_loss"]))
+    assert text.count(f"| lora | {arm} minus ") == 2 and "held on SmolLM2?" in text and "loss: " in text
 
 
 def test_the_plan_names_every_study_on_both_bases_without_training(transfer, tmp_path):
