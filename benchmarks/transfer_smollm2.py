@@ -527,7 +527,9 @@ def table(studies: dict[str, Any]) -> str:
                 verdicts = slot.get("verdicts") or {}
                 if not verdicts:
                     continue
-                rates = ", ".join(f"{a} {v['chosen_rate']:g}" for a, v in slot["arms"].items())
+                rates = ", ".join(f"{a} {v['chosen_rate']:g}" + (" (set by hand)" if v.get("set_by_hand") else "")
+                                  if v.get("chosen_rate") is not None else f"{a}: no interior best"
+                                  for a, v in slot["arms"].items())
                 held = ""
                 if base == "smollm2" and (entry.get("tiny") or {}).get("verdicts"):
                     held = "; ".join(f"{k.replace('test_', '').replace('_', ' ')}: "
