@@ -139,8 +139,21 @@ def main() -> None:
                 minutes[path.stem] = round(seconds / 60, 2)
                 print(f"{path.stem:50s} {minutes[path.stem]:5.2f} min", flush=True)
     record(result_path, {"profile": args.profile, "minutes": dict(sorted(minutes.items())), "budget_minutes": 5,
-                                    "run_cache": "empty per chapter", "env": environment()})
+                         "measured_on": measured_on(minutes), "run_cache": "empty per chapter", "env": environment()})
     print(f"written: {result_path.relative_to(ROOT)}")
+
+
+def measured_on(minutes: dict[str, float]) -> dict[str, dict[str, str]]:
+    """Per notebook, the CPU (or GPU), commit and time of the execution its minutes come from, read from the
+    notebook's own metadata (``ftlab.executed``): a run over some chapters on one host keeps the other
+    chapters' minutes, so the file's single provenance does not name every chapter's host."""
+    hosts = {}
+    for stem in minutes:
+        path = next(iter(NOTEBOOKS.glob(f"{stem}.ipynb")), None) or next(iter(NOTEBOOKS.glob(f"solutions/{stem}.ipynb")), None)
+        executed = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("ftlab", {}).get("executed", {}) if path else {}
+        hosts[stem] = {k: executed[k] for k in ("cpu", "gpu", "commit", "recorded") if executed.get(k)} or {
+            "cpu": "not recorded (executed before notebooks recorded their host)"}
+    return hosts
 
 
 if __name__ == "__main__":
