@@ -82,23 +82,26 @@ def transfer_rows(study: str, path: str | Path | None = None) -> list[Held]:
         raise KeyError(f"{file}: study {study!r} has no verdicts on both bases; run python "
                        f"benchmarks/transfer_smollm2.py --study {study} --base both")
     rows: list[Held] = []
-    baseline = tiny["baseline"]
+    # arms pair by position: a budget scaled to SmolLM2's cost renames them ("batch 4, 64 steps" for 256)
+    pairs = list(zip(tiny["arms"], smol["arms"]))
+    named = lambda t_arm, s_arm, text: text if t_arm == s_arm else f"{s_arm}: {text}"
+    baseline, s_baseline = pairs[0]
     for key, name in METRICS.items():
         unit = lambda slot: "accuracy" if key == "test_token_accuracy" else slot["unit"]
-        for arm, t in tiny["verdicts"][key].items():
-            s = smol["verdicts"][key][arm]
+        for arm, s_arm in pairs[1:]:
+            t, s = tiny["verdicts"][key][arm], smol["verdicts"][key][s_arm]
             held = held_verdict(t, s)
             instead = "" if held.startswith("yes") else (
                 f"{arm} against {baseline}, {name}: carry SmolLM2's reading ({s['verdict']}, "
                 f"{s['difference']:+.3f} {unit(smol)}), measured on the real model, not the tiny base's")
             rows.append(Held(f"{arm} minus {baseline}, {name}", _verdict_text(t, unit(tiny)),
-                             _verdict_text(s, unit(smol)), held, instead))
+                             named(arm, s_arm, _verdict_text(s, unit(smol))), held, instead))
     rate = lambda slot, arm: slot["arms"][arm]["chosen_rate"]
-    for arm in tiny["verdicts"]["test_loss"]:
-        ratios = [rate(slot, arm) / rate(slot, baseline) for slot in (tiny, smol)]
+    for arm, s_arm in pairs[1:]:
+        ratios = [rate(tiny, arm) / rate(tiny, baseline), rate(smol, s_arm) / rate(smol, s_baseline)]
         held = held_order(*ratios)
-        texts = [f"{arm} {rate(slot, arm):g}, {baseline} {rate(slot, baseline):g} ({r:.2g}x)"
-                 for slot, r in zip((tiny, smol), ratios)]
+        texts = [f"{a} {rate(slot, a):g}, {b} {rate(slot, b):g} ({r:.2g}x)"
+                 for slot, a, b, r in ((tiny, arm, baseline, ratios[0]), (smol, s_arm, s_baseline, ratios[1]))]
         instead = "" if held == "yes" else (f"the order of {arm}'s and {baseline}'s best rates: sweep each arm's rate on "
                                             "the model you tune; neither base's order carries")
         rows.append(Held(f"best rate, {arm} against {baseline}", texts[0], texts[1], held, instead))
