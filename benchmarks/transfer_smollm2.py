@@ -482,12 +482,13 @@ def figure(studies: dict[str, Any], path: Path, profile: str) -> Path:
               ("exact_match", "exact match, points", False)]
     fig = Figure(figsize=(15, 4.2), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True)
-    rows = [(name, arm) for name in STUDIES for arm in _arms_of(studies.get(name, {}))]
+    rows = [(name, k, arm) for name in STUDIES for k, arm in enumerate(_arms_of(studies.get(name, {})))]
     for ax, (key, title, relative) in zip(axes, panels):
-        for i, (name, arm) in enumerate(rows):
+        for i, (name, k, _) in enumerate(rows):
             for j, base in enumerate(BASES):
                 slot = (studies.get(name) or {}).get(base) or {}
-                v = slot.get("verdicts", {}).get(key, {}).get(arm)
+                per_arm = list(slot.get("verdicts", {}).get(key, {}).values())  # arms pair by position across bases
+                v = per_arm[k] if k < len(per_arm) else None
                 if not v:
                     continue
                 scale = 100 / slot["arms"][slot["baseline"]]["report_means"]["test_loss"] if relative else 100
@@ -499,7 +500,7 @@ def figure(studies: dict[str, Any], path: Path, profile: str) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_yticks(range(len(rows)), [f"{name}: {arm}\nminus {studies[name][_first(studies[name])]['baseline']}"
-                                          for name, arm in rows], fontsize=8)
+                                          for name, _, arm in rows], fontsize=8)
     axes[0].invert_yaxis()
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
@@ -521,19 +522,19 @@ def table(studies: dict[str, Any]) -> str:
     cell = lambda v, unit: f"{v['difference']:+.3f} {unit} [{v['low']:+.3f}, {v['high']:+.3f}], {v['verdict']}" if v else "–"
     for name in STUDIES:
         entry = studies.get(name) or {}
-        for arm in _arms_of(entry):
-            for base in BASES:
-                slot = entry.get(base) or {}
-                verdicts = slot.get("verdicts") or {}
-                if not verdicts:
-                    continue
+        tiny_arms = list(((entry.get("tiny") or {}).get("verdicts") or {}).get("test_loss", {}))
+        for base in BASES:
+            slot = entry.get(base) or {}
+            verdicts = slot.get("verdicts") or {}
+            # arms pair by position: SmolLM2's scaled budget renames them ("batch 4, 64 steps" for 256)
+            for i, arm in enumerate(verdicts.get("test_loss", {})):
                 rates = ", ".join(f"{a} {v['chosen_rate']:g}" + (" (set by hand)" if v.get("set_by_hand") else "")
                                   if v.get("chosen_rate") is not None else f"{a}: no interior best"
                                   for a, v in slot["arms"].items())
                 held = ""
-                if base == "smollm2" and (entry.get("tiny") or {}).get("verdicts"):
+                if base == "smollm2" and i < len(tiny_arms):
                     held = "; ".join(f"{k.replace('test_', '').replace('_', ' ')}: "
-                                     f"{held_verdict(entry['tiny']['verdicts'][k][arm], verdicts[k][arm])}"
+                                     f"{held_verdict(entry['tiny']['verdicts'][k][tiny_arms[i]], verdicts[k][arm])}"
                                      for k in ("test_loss", "test_token_accuracy"))
                 rows.append(f"| {name} | {arm} minus {slot['baseline']} | {base} ({slot['precision']}) | "
                             f"{slot['budget_text']} | {rates} | {cell(verdicts['test_loss'].get(arm), slot['unit'])} | "
@@ -547,11 +548,13 @@ def _first(entry: dict[str, Any]) -> str:
 
 
 def _arms_of(entry: dict[str, Any]) -> list[str]:
-    arms: list[str] = []
+    """The compared arms of a study, named as on the first base measured; the bases' arms pair by position
+    (SmolLM2's scaled budget renames an arm: "batch 4, 64 steps" for the tiny base's 256)."""
     for base in BASES:
-        slot = entry.get(base) or {}
-        arms += [a for a in slot.get("verdicts", {}).get("test_loss", {}) if a not in arms]
-    return arms
+        arms = list(((entry.get(base) or {}).get("verdicts") or {}).get("test_loss", {}))
+        if arms:
+            return arms
+    return []
 
 
 @contextmanager
