@@ -10,16 +10,10 @@ from ftlab.experiments.search import search
 from ftlab.experiments.search import trials as trials_module
 from ftlab.experiments.search.ahead import foreseen_configs
 from ftlab.experiments.search.plan import plan_search, tpe_startup_trials
+from test_search import runs  # noqa: F401  (autouse: every run and study in a temp runs folder)
 
 SPACE = {"learning_rate": FloatDistribution(1e-3, 1e-2, log=True),
          "weight_decay": FloatDistribution(1e-3, 1.0, log=True)}
-
-
-@pytest.fixture(autouse=True)
-def runs(tmp_path, monkeypatch):
-    folder = tmp_path / "runs"
-    monkeypatch.setenv("FTLAB_RUNS", str(folder))
-    return folder
 
 
 @pytest.fixture()
