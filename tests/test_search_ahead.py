@@ -45,7 +45,7 @@ def test_nothing_is_foreseen_where_a_pruner_may_stop_a_trial_or_the_sampler_read
     assert len(foreseen_configs(planned(small, 4, optuna.samplers.RandomSampler(seed=0)), 4)) == 4
 
 
-def test_trials_trained_ahead_in_workers_are_the_trials_a_one_process_search_trains(small, runs, tmp_path,
+def test_trials_trained_ahead_in_workers_are_the_trials_a_one_process_search_trains(small, tmp_path,
                                                                                       monkeypatch, capsys):
     (tmp_path / "alone").mkdir()
     alone = search(small, SPACE, n_trials=3, sampler="random", runs_dir=tmp_path / "alone", progress=False)

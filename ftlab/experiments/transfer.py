@@ -65,6 +65,11 @@ def held_order(tiny: float, smollm2: float) -> str:
     return "yes" if side(tiny) == side(smollm2) else "no"
 
 
+def _unit(slot: dict[str, Any], key: str) -> str:
+    """A verdict's unit: the base's loss unit (nats per byte or per token), or accuracy."""
+    return "accuracy" if key == "test_token_accuracy" else slot["unit"]
+
+
 def _verdict_text(v: dict[str, Any], unit: str) -> str:
     return f"{v['difference']:+.3f} {unit} [{v['low']:+.3f}, {v['high']:+.3f}], {v['verdict']}"
 
@@ -87,15 +92,14 @@ def transfer_rows(study: str, path: str | Path | None = None) -> list[Held]:
     named = lambda t_arm, s_arm, text: text if t_arm == s_arm else f"{s_arm}: {text}"
     baseline, s_baseline = pairs[0]
     for key, name in METRICS.items():
-        unit = lambda slot: "accuracy" if key == "test_token_accuracy" else slot["unit"]
         for arm, s_arm in pairs[1:]:
             t, s = tiny["verdicts"][key][arm], smol["verdicts"][key][s_arm]
             held = held_verdict(t, s)
             instead = "" if held.startswith("yes") else (
                 f"{arm} against {baseline}, {name}: carry SmolLM2's reading ({s['verdict']}, "
-                f"{s['difference']:+.3f} {unit(smol)}), measured on the real model, not the tiny base's")
-            rows.append(Held(f"{arm} minus {baseline}, {name}", _verdict_text(t, unit(tiny)),
-                             named(arm, s_arm, _verdict_text(s, unit(smol))), held, instead))
+                f"{s['difference']:+.3f} {_unit(smol, key)}), measured on the real model, not the tiny base's")
+            rows.append(Held(f"{arm} minus {baseline}, {name}", _verdict_text(t, _unit(tiny, key)),
+                             named(arm, s_arm, _verdict_text(s, _unit(smol, key))), held, instead))
     rate = lambda slot, arm: slot["arms"][arm]["chosen_rate"]
     for arm, s_arm in pairs[1:]:
         ratios = [rate(tiny, arm) / rate(tiny, baseline), rate(smol, s_arm) / rate(smol, s_baseline)]
