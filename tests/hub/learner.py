@@ -19,8 +19,11 @@ from hubserver import PASSWORD, LearnerLab
 
 TRIAL_LINE = re.compile(r"trial \d+ \[\d+/\d+\] .*\((from the run cache|trained)\)")
 """What ``ftlab.experiments.search`` prints for a trial, and where its run came from."""
-SEARCH_LINE = re.compile(r"search \S+: (\d+) trials? to run")
-"""What ``ftlab.experiments.search`` prints first: how many trials the study still lacks."""
+SEARCH_LINE = re.compile(r"search \S+(?:: (\d+) trials? to run|, (\d+) trials?\b)")
+"""What ``ftlab.experiments.search`` prints first (``progress=True``), or in its one line per search
+(``progress="label"``, chapter 08): how many trials the study still lacked."""
+SUMMARY_LINE = re.compile(r" · (\d+) trained.*?, (\d+) from the run cache")
+"""The end of a one-line search summary: how many trials trained, and how many came from the cache."""
 
 
 @dataclass
@@ -85,12 +88,17 @@ class Learner:
         return cell.locator(".jp-OutputArea").inner_text()
 
     def trial_sources(self, cell: Locator) -> list[str]:
-        """For each trial the cell printed: ``from the run cache`` or ``trained``."""
-        return [m.group(1) for m in TRIAL_LINE.finditer(self.output_text(cell))]
+        """For each trial the cell printed (a line each, or counted in a search's one-line summary):
+        ``from the run cache`` or ``trained``."""
+        text = self.output_text(cell)
+        sources = [m.group(1) for m in TRIAL_LINE.finditer(text)]
+        for m in SUMMARY_LINE.finditer(text):
+            sources += ["trained"] * int(m.group(1)) + ["from the run cache"] * int(m.group(2))
+        return sources
 
     def trials_to_run(self, cell: Locator) -> list[int]:
         """For each search the cell ran: how many trials its study still lacked."""
-        return [int(m.group(1)) for m in SEARCH_LINE.finditer(self.output_text(cell))]
+        return [int(m.group(1) or m.group(2)) for m in SEARCH_LINE.finditer(self.output_text(cell))]
 
 
 def run_together(learners: list[Learner], cells: list[Locator], timeout_s: float) -> float:
