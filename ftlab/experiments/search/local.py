@@ -78,9 +78,6 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
     if progress is True:
         print(f"search {study.study_name}: {todo} trial{'' if todo == 1 else 's'} to run{resumed}", flush=True)
     ahead = train_ahead(plan, todo, workers)
-    if progress is True and ahead:
-        print(f"  {len(ahead)} trials trained ahead in {workers} worker processes; their lines below read "
-              "them from the run cache", flush=True)
     runs: list[Run] = []
     on_run = _printer(done, plan.budget) if progress is True else lambda trial, run: runs.append(run)
     objective = Objective(plan.base, plan.space, plan.contributor, plan.runs_dir, on_run)
