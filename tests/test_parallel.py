@@ -65,3 +65,16 @@ def test_a_worker_is_silenced_before_anything_heavy_is_imported():
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]" and loaded.stderr == ""
+
+
+def test_a_report_seed_trained_in_a_worker_keeps_its_weights_for_trained_model(tiny_config, tmp_path, monkeypatch):
+    from ftlab.training.adapter_io import has_weights, trained_model, weights_folder
+
+    base = tiny_config.replace(max_steps=2, eval_steps=2, exact_match_size=0)
+    found = arms([("a", base), ("b", base.replace(learning_rate=1e-3))], (42, 43), runs_dir=tmp_path, workers=2,
+                 keep_first=True)
+    kept = [has_weights(weights_folder(runs[i].config, tmp_path)) for runs in found.values() for i in (0, 1)]
+    assert kept == [True, False, True, False]  # the first seed of each arm, only
+    monkeypatch.setattr("ftlab.training.train.train", lambda *a, **k: pytest.fail("trained again"))
+    run, model = trained_model(found["a"][0].config, runs_dir=tmp_path, progress=False)
+    assert run.from_cache and run.metrics == found["a"][0].metrics

@@ -332,11 +332,13 @@ class Report:
 
 def report(choices: Mapping[str, RateChoice], baseline: str, *, seeds: Sequence[int] | None = None,
            test_size: int | None = None, retrain: bool = False, runs_dir: str | Path | None = None,
-           progress: bool = True, workers: int | None = None) -> Report:
+           progress: bool = True, workers: int | None = None, keep_weights: bool = False) -> Report:
     """Each arm of ``choices`` at its chosen rate, trained under fresh ``seeds`` (default
     :data:`REPORT_SEEDS` of the profile) and scored on ``test_size`` test examples (default
     :data:`TEST_SIZES` of the profile), compared
     with ``baseline`` paired by seed on every metric of :data:`REPORT_KEYS`.
+    ``keep_weights``: each arm's run under the first seed keeps its weights, for a chapter that
+    studies those models afterwards (:func:`~ftlab.training.adapter_io.trained_model`).
 
     Refuses (:class:`ProtocolError`) an arm whose best sat at a grid's edge, and reporting
     seeds that include a seed a rate was chosen under.
@@ -353,7 +355,8 @@ def report(choices: Mapping[str, RateChoice], baseline: str, *, seeds: Sequence[
         raise ProtocolError(f"test_size={test_size}: a verdict reads the test split, so score at least one example")
     configs = [(label, choice.config().replace(test_size=test_size)) for label, choice in choices.items()]
     count = default_workers(profile_name(), timed=False) if workers is None else workers
-    trained = arms(configs, seeds, retrain=retrain, runs_dir=runs_dir, progress=progress, workers=count)
+    trained = arms(configs, seeds, retrain=retrain, runs_dir=runs_dir, progress=progress, workers=count,
+                   keep_first=keep_weights)
     verdicts = {key: compare_to_baseline([float(r.metrics[key]) for r in trained[baseline]],
                                          {a: [float(r.metrics[key]) for r in runs] for a, runs in trained.items()
                                           if a != baseline}, paired=True)

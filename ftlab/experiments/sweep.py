@@ -39,8 +39,8 @@ def seed_runs(base: RunConfig, seeds: Sequence[int] = (42, 43), *, label: str = 
 
 
 def arms(configs: Sequence[tuple[str, RunConfig]], seeds: Sequence[int], *, retrain: bool = False,
-         runs_dir: str | Path | None = None, progress: bool = True, workers: int | None = None
-         ) -> dict[str, list[Run]]:
+         runs_dir: str | Path | None = None, progress: bool = True, workers: int | None = None,
+         keep_first: bool = False) -> dict[str, list[Run]]:
     """Each (label, config) trained under every seed of ``seeds``: ``{label: runs}``.
 
     An arm is one config repeated with only the seed changed, the unit :mod:`ftlab.experiments.stats`
@@ -50,13 +50,16 @@ def arms(configs: Sequence[tuple[str, RunConfig]], seeds: Sequence[int], *, retr
     The runs are independent, so those the cache lacks are trained in ``workers`` processes
     (default: :func:`~ftlab.training.parallel.default_workers`; 1 trains them here, one after
     another). Pass ``workers=1`` where the runs' step times are compared: runs that share the
-    cores with each other are slower than one alone.
+    cores with each other are slower than one alone. ``keep_first`` keeps the weights of each
+    arm's run under the first seed, where workers train it
+    (:func:`~ftlab.training.adapter_io.trained_model` then reads them, no second training).
     """
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds={list(seeds)!r}: give each arm distinct seeds, at least one")
     jobs = [(f"{text}, seed {s}", cfg.replace(seed=s)) for text, cfg in configs for s in seeds]
     count = default_workers(profile_name()) if workers is None else workers
-    trained = train_in_workers(jobs, workers=count, runs_dir=runs_dir, retrain=retrain, progress=progress)
+    keep = {f"{text}, seed {seeds[0]}" for text, _ in configs} if keep_first else set()
+    trained = train_in_workers(jobs, workers=count, runs_dir=runs_dir, retrain=retrain, progress=progress, keep=keep)
     return {text: seed_runs(cfg, seeds, label=text, retrain=retrain and not trained, runs_dir=runs_dir,
                             progress=progress) for text, cfg in configs}
 

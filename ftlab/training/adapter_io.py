@@ -37,7 +37,7 @@ from ftlab.runs.record import Run
 from ftlab.setup.data import chat_messages
 from ftlab.setup.models import load_model
 
-__all__ = ["WEIGHTS", "RUN_FILE", "KeepWeights", "weights_folder", "trained_model", "reload", "merge_gap", "reload_gap",
+__all__ = ["WEIGHTS", "RUN_FILE", "KeepWeights", "weights_folder", "has_weights", "trained_model", "reload", "merge_gap", "reload_gap",
            "saved_bytes", "safetensors_bytes", "generate_ways"]
 
 WEIGHTS = "weights"
@@ -69,8 +69,13 @@ def _saved(folder: Path) -> bool:
     return any(folder.glob("*.safetensors"))
 
 
+def has_weights(folder: str | Path) -> bool:
+    """Whether ``folder`` (a :func:`weights_folder`) holds kept weights and their Run."""
+    return _saved(Path(folder)) and (Path(folder) / RUN_FILE).is_file()
+
+
 def trained_model(config: RunConfig, *, label: str = "", runs_dir: str | Path | None = None,
-                  progress: bool = True) -> tuple[Run, PreTrainedModel]:
+                  progress: bool = True, retrain: bool = False) -> tuple[Run, PreTrainedModel]:
     """The model a run of ``config`` ends with, and that run (its metrics are of these weights).
 
     Trained the first time, its weights and its Run kept in ``weights_folder(config)``;
@@ -78,13 +83,14 @@ def trained_model(config: RunConfig, *, label: str = "", runs_dir: str | Path | 
     worker process, which keeps no weights) is trained once more for its weights, and left in
     the cache as it was: the kept Run is the retrained one, the same run up to floating-point
     summation order (another thread count can change the last digits of its metrics).
-    A config not yet in the cache is cached too, so ``train(config)`` finds it afterwards."""
+    A config not yet in the cache is cached too, so ``train(config)`` finds it afterwards.
+    ``retrain`` trains again even where weights are kept (they are replaced)."""
     from ftlab.training.train import train  # train imports the whole training stack
 
     cache = RunCache(runs_dir)
     key, _ = cache.key_for(config)
     folder = cache.folder / WEIGHTS / key
-    if _saved(folder) and (folder / RUN_FILE).is_file():
+    if not retrain and has_weights(folder):
         run = Run.load(folder / RUN_FILE)
         run.label, run.from_cache = label or run.label, True
         return run, reload(config, folder)

@@ -19,7 +19,7 @@ import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 
@@ -79,12 +79,18 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _train_one(config_json: str, label: str, runs_dir: str | None, retrain: bool) -> float:
-    """Train one run in a worker and save it to the run cache; its wall seconds."""
-    from ftlab.training.train import train  # the worker's own import, after its threads are set
+def _train_one(config_json: str, label: str, runs_dir: str | None, retrain: bool, keep: bool) -> float:
+    """Train one run in a worker and save it to the run cache (with its weights if ``keep``);
+    its wall seconds."""
+    from ftlab.training.adapter_io import trained_model  # the worker's own imports, after its threads are set
+    from ftlab.training.train import train
 
     started = time.perf_counter()
-    train(RunConfig.from_json(config_json), label=label, runs_dir=runs_dir, retrain=retrain, progress=False)
+    config = RunConfig.from_json(config_json)
+    if keep:
+        trained_model(config, label=label, runs_dir=runs_dir, retrain=retrain, progress=False)
+    else:
+        train(config, label=label, runs_dir=runs_dir, retrain=retrain, progress=False)
     return time.perf_counter() - started
 
 
@@ -104,22 +110,32 @@ def _shared_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def train_in_workers(jobs: Sequence[tuple[str, RunConfig]], *, workers: int,
-                     runs_dir: str | Path | None = None, retrain: bool = False, progress: bool = True) -> int:
+                     runs_dir: str | Path | None = None, retrain: bool = False, progress: bool = True,
+                     keep: Collection[str] = ()) -> int:
     """Train the (label, config) ``jobs`` that the run cache lacks (all of them if ``retrain``)
     in ``workers`` processes, and return how many were trained.
+
+    The jobs labelled in ``keep`` also keep their weights, as
+    :func:`~ftlab.training.adapter_io.trained_model` does (and train where the cache has the
+    run but not its weights): a chapter that studies those models then reads them from disk
+    instead of training them once more in its own process.
 
     Nothing happens with one worker or fewer than two runs to train: the caller's own
     :func:`~ftlab.training.train.train` calls then train them in this process. A failure
     in a worker is raised here, with its traceback, once the other runs have finished.
     """
+    from ftlab.training.adapter_io import has_weights, weights_folder
+
     cache = RunCache(runs_dir)
     todo = [(label, config) for label, config in jobs
-            if retrain or cache.load_completed(cache.key_for(config)[0]) is None]
+            if retrain or cache.load_completed(cache.key_for(config)[0]) is None
+            or (label in keep and not has_weights(weights_folder(config, runs_dir)))]
     if workers < 2 or len(todo) < 2:
         return 0
     pool = _shared_pool(min(workers, usable_cores()))
     folder = str(runs_dir) if runs_dir is not None else None
-    futures: dict[Future[float], str] = {pool.submit(_train_one, config.to_json(), label, folder, retrain): label
+    futures: dict[Future[float], str] = {pool.submit(_train_one, config.to_json(), label, folder, retrain,
+                                                                     label in keep): label
                                          for label, config in todo}
     if progress:
         print(f"training {len(todo)} runs in {_pool_size} worker processes")
