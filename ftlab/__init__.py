@@ -62,7 +62,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "ftlab.experiments.transfer": ("transfer_rows", "budgets"),
     "ftlab.experiments.protocol": ("Hyperparameters", "RateChoice", "tune_rates", "report", "flatness", "verdict_on",
                                    "ProtocolError", "SELECTION_SEED", "REPORT_SEEDS", "SMALLEST_EFFECT"),
-    "ftlab.experiments.search": ("search", "tune_search", "SearchError", "trial_rows", "trial_run", "best_trial",
+    "ftlab.experiments.search": ("search", "search_all", "tune_search", "SearchError", "trial_rows", "trial_run", "best_trial",
                                  "best_so_far", "finished_trials", "steps_run", "steps_saved", "default_storage_url",
                                  "open_class_study", "contribute", "trainer_search_example"),
     "ftlab.experiments.search.trials": ("eval_points",),
@@ -111,7 +111,7 @@ if TYPE_CHECKING:  # the same names for type checkers, editors and readers; a te
     from ftlab.experiments.transfer import transfer_rows, budgets
     from ftlab.experiments.protocol import Hyperparameters, RateChoice, tune_rates, report, flatness, verdict_on
     from ftlab.experiments.protocol import ProtocolError, SELECTION_SEED, REPORT_SEEDS, SMALLEST_EFFECT
-    from ftlab.experiments.search import search, tune_search, SearchError, trial_rows, trial_run, best_trial
+    from ftlab.experiments.search import search, search_all, tune_search, SearchError, trial_rows, trial_run, best_trial
     from ftlab.experiments.search import best_so_far, finished_trials, steps_run, steps_saved, default_storage_url
     from ftlab.experiments.search import open_class_study, contribute, trainer_search_example
     from ftlab.experiments.search.trials import eval_points

@@ -58,3 +58,31 @@ def test_trials_trained_ahead_in_workers_are_the_trials_a_one_process_search_tra
     line = capsys.readouterr().out.strip()
     assert line.startswith("random, 2 workers: search ") and line.endswith(
         "3 trials · 3 trained (3 of them ahead, in 2 worker processes), 0 from the run cache")
+
+
+def test_tpe_searches_side_by_side_train_their_next_trials_in_workers_and_match_searches_run_alone(
+        small, tmp_path, monkeypatch, capsys):
+    from ftlab.experiments.search import search_all
+
+    (tmp_path / "alone").mkdir()
+    alone = [search(small, SPACE, n_trials=4, sampler="tpe", seed=s, runs_dir=tmp_path / "alone", progress=False)
+             for s in (0, 1)]
+    plan = planned(small, 4, "tpe", seed=0)
+    assert plan.foresees_next and tpe_startup_trials(4) == 2
+    monkeypatch.setattr(trials_module, "train", lambda *a, **k: pytest.fail("a trial trained in the search's process"))
+    together = search_all([dict(base=small, space=SPACE, n_trials=4, sampler="tpe", seed=s, progress=f"tpe {s}")
+                           for s in (0, 1)], workers=2)
+    for mine, theirs in zip(together, alone):  # past the startup too: the same points, values, order
+        assert [(t.params, t.value) for t in mine.trials] == [(t.params, t.value) for t in theirs.trials]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["tpe 0", "tpe 1"]
+    assert all(line.endswith("4 trials · 4 trained (4 of them ahead, in 2 worker processes), 0 from the run cache")
+               for line in lines)
+
+
+def test_a_trial_past_tpe_startup_is_foreseen_one_at_a_time_and_only_for_ftlabs_own_tpe(small):
+    study = search(small, SPACE, n_trials=2, sampler="tpe", seed=0, progress=False)  # the startup, done
+    assert len(study.trials) == 2
+    plan = planned(small, 4, "tpe", seed=0)  # the same study, resumed: its next trial reads the two results
+    assert len(foreseen_configs(plan, 2)) == 1
+    assert foreseen_configs(planned(small, 4, optuna.samplers.TPESampler(seed=0)), 4) == []

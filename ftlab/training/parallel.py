@@ -133,7 +133,7 @@ def train_in_workers(jobs: Sequence[tuple[str, RunConfig]], *, workers: int,
     if workers < 2 or len(todo) < 2:
         return 0
     pool = _shared_pool(min(workers, usable_cores()))
-    folder = str(runs_dir) if runs_dir is not None else None
+    folder = str(cache.folder)  # resolved here: a pool started earlier keeps the environment of its start
     futures: dict[Future[float], str] = {pool.submit(_train_one, config.to_json(), label, folder, retrain,
                                                                      label in keep): label
                                          for label, config in todo}

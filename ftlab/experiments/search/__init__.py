@@ -15,7 +15,7 @@ best-so-far) are presentation: :mod:`ftlab.ui.search_plot`.
 """
 from ftlab.experiments.search.classroom import CLASS_STUDY, contribute, join_class_study, open_class_study
 from ftlab.experiments.search.errors import SearchError
-from ftlab.experiments.search.local import search
+from ftlab.experiments.search.local import search, search_all
 from ftlab.experiments.search.plan import PRUNERS, SAMPLERS
 from ftlab.experiments.search.results import (best_so_far, best_trial, contributors, finished_trials, steps_run, steps_saved, trial_row,
                       trial_rows)
@@ -25,7 +25,7 @@ from ftlab.experiments.search.study import default_storage_url, open_storage, st
 from ftlab.experiments.search.trainer import trainer_search_example
 from ftlab.experiments.search.trials import trial_run
 
-__all__ = ["search", "tune_search", "SearchError", "SAMPLERS", "PRUNERS", "trial_rows", "trial_row", "best_so_far",
+__all__ = ["search", "search_all", "tune_search", "SearchError", "SAMPLERS", "PRUNERS", "trial_rows", "trial_row", "best_so_far",
            "best_trial", "contributors", "finished_trials", "steps_run", "steps_saved", "trial_run", "grid", "suggest",
            "default_storage_url", "open_storage", "open_class_study", "join_class_study", "study_setup", "contribute",
            "CLASS_STUDY", "trainer_search_example"]

@@ -8,8 +8,9 @@ trials already trained come back from the run cache.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import optuna
 from optuna.pruners import BasePruner
@@ -18,8 +19,8 @@ from optuna.trial import FrozenTrial
 
 from ftlab.config.run_config import RunConfig
 from ftlab.runs.record import Run
-from ftlab.experiments.search.ahead import train_ahead
-from ftlab.experiments.search.plan import plan_search
+from ftlab.experiments.search.ahead import foreseen_configs, train_ahead
+from ftlab.experiments.search.plan import Plan, plan_search
 from ftlab.experiments.search.space import DEFAULT_GRID_POINTS, GridPoints, Space, describe
 from ftlab.experiments.search.study import fail_dead_trials, quiet_optuna
 from ftlab.experiments.search.trials import Objective
@@ -64,32 +65,90 @@ def search(base: RunConfig | None = None, space: Space | None = None, *, n_trial
     Every trial's value is the run's final eval loss (lower is better); pruned trials are
     Optuna's PRUNED trials, and ``ftlab.experiments.search.trial_rows`` reads it all back.
     """
-    with quiet_optuna():
-        plan = plan_search(base, space, n_trials=n_trials, sampler=sampler, pruner=pruner, storage=storage,
-                           study_name=study_name, seed=seed, grid_points=grid_points, contributor=contributor,
-                           runs_dir=runs_dir)
-        study = plan.study
-        lost = fail_dead_trials(study)
-    done = plan.done()
-    todo = max(plan.budget - done, 0)
-    resumed = f", {done} done before" if done else ""
-    if lost:
-        resumed += f"; trial {', '.join(map(str, lost))} was running in a process that is gone: marked FAIL"
-    if progress is True:
-        print(f"search {study.study_name}: {todo} trial{'' if todo == 1 else 's'} to run{resumed}", flush=True)
-    ahead = train_ahead(plan, todo, workers)
-    runs: list[Run] = []
-    on_run = _printer(done, plan.budget) if progress is True else lambda trial, run: runs.append(run)
-    objective = Objective(plan.base, plan.space, plan.contributor, plan.runs_dir, on_run)
-    with quiet_optuna():
-        for _ in range(todo):
-            study.optimize(objective, n_trials=1, callbacks=list(callbacks))
-    if isinstance(progress, str):
-        trained = sum(not run.from_cache or run.key in ahead for run in runs)
-        where = f" ({len(ahead)} of them ahead, in {workers} worker processes)" if ahead else ""
-        print(f"{progress}: search {study.study_name}, {todo} trial{'' if todo == 1 else 's'}{resumed} · "
-              f"{trained} trained{where}, {len(runs) - trained} from the run cache", flush=True)
-    return study
+    return search_all([dict(base=base, space=space, n_trials=n_trials, sampler=sampler, pruner=pruner, storage=storage,
+                            study_name=study_name, seed=seed, grid_points=grid_points, contributor=contributor,
+                            runs_dir=runs_dir, callbacks=callbacks, progress=progress)], workers=workers)[0]
+
+
+def search_all(calls: Sequence[Mapping[str, Any]], *, workers: int = 1) -> list[optuna.Study]:
+    """Several independent searches, each a dict of :func:`search`'s keywords (all but
+    ``workers``), run side by side; their studies, in order.
+
+    Why: one TPE search cannot train two trials at once, as each point follows from the
+    results before it, but three TPE searches can each train their next trial at the same
+    time. The searches advance in rounds: every trial a copy of a search's sampler foresees
+    (all of a grid's or random search's, TPE's startup trials, then TPE's next trial) is
+    trained in ``workers`` processes, all searches together; then each search runs those
+    trials, which it finds in the run cache. Each study gets the trials, in the order and
+    with the values, that it would get run alone in one process. A text ``progress`` keeps
+    each search's output to one line (per-trial lines of several searches interleave).
+    """
+    running = [_Running.start(**call) for call in calls]
+    while active := [r for r in running if r.left]:
+        foreseen = [(r.plan, foreseen_configs(r.plan, r.left) if workers > 1 else []) for r in active]
+        for r, keys in zip(active, train_ahead(foreseen, workers)):
+            r.ahead |= keys
+        for r, (_, configs) in zip(active, foreseen):
+            r.advance(len(configs) or r.left)  # nothing foreseen: the rest in this process, as it comes
+    for r in running:
+        r.summary(workers)
+    return [r.plan.study for r in running]
+
+
+@dataclass
+class _Running:
+    """One search of :func:`search_all` under way: its plan, what is left, what it trained."""
+
+    plan: Plan
+    left: int
+    resumed: str
+    progress: bool | str
+    callbacks: list[Callback]
+    objective: Objective
+    runs: list[Run] = field(default_factory=list)
+    ahead: set[str] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, *, base: RunConfig | None = None, space: Space | None = None, n_trials: int = 12,
+              sampler: str | BaseSampler = "tpe", pruner: str | BasePruner | None = None, storage: Any = None,
+              study_name: str | None = None, seed: int = 0, grid_points: GridPoints = DEFAULT_GRID_POINTS,
+              contributor: str | None = None, runs_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
+              progress: bool | str = True) -> _Running:
+        """Check and open the search (:func:`plan_search`), and say what it has to do."""
+        with quiet_optuna():
+            plan = plan_search(base, space, n_trials=n_trials, sampler=sampler, pruner=pruner, storage=storage,
+                               study_name=study_name, seed=seed, grid_points=grid_points, contributor=contributor,
+                               runs_dir=runs_dir)
+            lost = fail_dead_trials(plan.study)
+        done = plan.done()
+        todo = max(plan.budget - done, 0)
+        resumed = f", {done} done before" if done else ""
+        if lost:
+            resumed += f"; trial {', '.join(map(str, lost))} was running in a process that is gone: marked FAIL"
+        if progress is True:
+            print(f"search {plan.study.study_name}: {todo} trial{'' if todo == 1 else 's'} to run{resumed}", flush=True)
+        runs: list[Run] = []
+        on_run = _printer(done, plan.budget) if progress is True else lambda trial, run: runs.append(run)
+        objective = Objective(plan.base, plan.space, plan.contributor, plan.runs_dir, on_run)
+        return cls(plan, todo, resumed, progress, list(callbacks), objective, runs)
+
+    def advance(self, count: int) -> None:
+        """Run the search's next ``count`` trials here (those trained ahead come from the cache)."""
+        count = min(count, self.left)
+        with quiet_optuna():
+            for _ in range(count):
+                self.plan.study.optimize(self.objective, n_trials=1, callbacks=self.callbacks)
+        self.left -= count
+
+    def summary(self, workers: int) -> None:
+        """A text ``progress``: the search's one line, what trained and what came from the cache."""
+        if not isinstance(self.progress, str):
+            return
+        todo = len(self.runs)
+        trained = sum(not run.from_cache or run.key in self.ahead for run in self.runs)
+        where = f" ({len(self.ahead)} of them ahead, in {workers} worker processes)" if self.ahead else ""
+        print(f"{self.progress}: search {self.plan.study.study_name}, {todo} trial{'' if todo == 1 else 's'}"
+              f"{self.resumed} · {trained} trained{where}, {todo - trained} from the run cache", flush=True)
 
 
 def _printer(done: int, budget: int) -> Callable[[optuna.Trial, Run], None]:

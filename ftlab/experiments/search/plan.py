@@ -49,6 +49,10 @@ class Plan:
     """How many of the study's first trials its sampler draws without reading a result
     (None: all of them, a grid or random search; TPE: its random startup trials): those
     can be trained ahead, side by side (:mod:`~ftlab.experiments.search.ahead`)."""
+    foresees_next: bool = False
+    """Whether, past its blind trials, a copy of the sampler draws the next trial as the
+    sampler itself will (ftlab's own TPE: seeded, reading only finished trials). One trial at
+    a time can then be trained ahead, beside other searches' (:func:`~ftlab.experiments.search.local.search_all`)."""
 
     def done(self) -> int:
         """Trials already in the study that count toward the budget."""
@@ -92,7 +96,7 @@ def plan_search(base: RunConfig | None, space: Space | None, *, n_trials: int, s
     budget = n_trials if grid_total is None else min(n_trials, grid_total)
     credited = contributor or default_contributor()
     return Plan(study, base, checked, budget, credited, counted_contributor(study_name, credited),
-                Path(runs_dir) if runs_dir else None, count_blind_trials(sampler, n_trials))
+                Path(runs_dir) if runs_dir else None, count_blind_trials(sampler, n_trials), sampler == "tpe")
 
 
 def _sampler_label(sampler: str | BaseSampler, space: Space, grid_points: GridPoints,
