@@ -25,7 +25,7 @@ from labserver import NOTEBOOKS
 
 CHAPTER = next(iter(sorted(NOTEBOOKS.glob("08_*.ipynb"))), None)
 SETUP = "import math, warnings, optuna, ftlab"
-SEARCHES = 'studies = {"grid"'
+SEARCHES = "calls = []"
 WORKSHOP = "import os\nfrom ftlab import ClassStudy"
 EXPLORE = "from ftlab import SearchWidget"
 """The chapter's cells a learner runs, by how their source begins."""
