@@ -86,3 +86,12 @@ def test_a_trial_past_tpe_startup_is_foreseen_one_at_a_time_and_only_for_ftlabs_
     plan = planned(small, 4, "tpe", seed=0)  # the same study, resumed: its next trial reads the two results
     assert len(foreseen_configs(plan, 2)) == 1
     assert foreseen_configs(planned(small, 4, optuna.samplers.TPESampler(seed=0)), 4) == []
+
+
+def test_search_all_takes_search_keywords_only_and_workers_once(small):
+    from ftlab.experiments.search import search_all
+
+    with pytest.raises(TypeError, match="n_trial"):
+        search_all([dict(base=small, space=SPACE, n_trial=2)])
+    with pytest.raises(TypeError, match="give workers once"):
+        search_all([dict(base=small, space=SPACE, workers=2)])

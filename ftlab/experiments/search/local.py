@@ -8,6 +8,7 @@ trials already trained come back from the run cache.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -83,7 +84,7 @@ def search_all(calls: Sequence[Mapping[str, Any]], *, workers: int = 1) -> list[
     with the values, that it would get run alone in one process. A text ``progress`` keeps
     each search's output to one line (per-trial lines of several searches interleave).
     """
-    running = [_Running.start(**call) for call in calls]
+    running = [_Running.start(**_keywords(call)) for call in calls]
     while active := [r for r in running if r.left]:
         foreseen = [(r.plan, foreseen_configs(r.plan, r.left) if workers > 1 else []) for r in active]
         for r, keys in zip(active, train_ahead(foreseen, workers)):
@@ -93,6 +94,16 @@ def search_all(calls: Sequence[Mapping[str, Any]], *, workers: int = 1) -> list[
     for r in running:
         r.summary(workers)
     return [r.plan.study for r in running]
+
+
+def _keywords(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A search's keywords with :func:`search`'s defaults filled in (it owns them); a keyword
+    it does not take raises TypeError naming it, and so does ``workers``: one pool serves all."""
+    if "workers" in call:
+        raise TypeError("search_all(calls, workers=...): give workers once, to search_all, not in a call")
+    bound = inspect.signature(search).bind(**call)
+    bound.apply_defaults()
+    return {name: value for name, value in bound.arguments.items() if name != "workers"}
 
 
 @dataclass
@@ -109,11 +120,10 @@ class _Running:
     ahead: set[str] = field(default_factory=set)
 
     @classmethod
-    def start(cls, *, base: RunConfig | None = None, space: Space | None = None, n_trials: int = 12,
-              sampler: str | BaseSampler = "tpe", pruner: str | BasePruner | None = None, storage: Any = None,
-              study_name: str | None = None, seed: int = 0, grid_points: GridPoints = DEFAULT_GRID_POINTS,
-              contributor: str | None = None, runs_dir: str | Path | None = None, callbacks: Iterable[Callback] = (),
-              progress: bool | str = True) -> _Running:
+    def start(cls, *, base: RunConfig | None, space: Space | None, n_trials: int, sampler: str | BaseSampler,
+              pruner: str | BasePruner | None, storage: Any, study_name: str | None, seed: int,
+              grid_points: GridPoints, contributor: str | None, runs_dir: str | Path | None,
+              callbacks: Iterable[Callback], progress: bool | str) -> _Running:
         """Check and open the search (:func:`plan_search`), and say what it has to do."""
         with quiet_optuna():
             plan = plan_search(base, space, n_trials=n_trials, sampler=sampler, pruner=pruner, storage=storage,
