@@ -92,3 +92,15 @@ def test_a_run_already_cached_is_retrained_for_its_weights_and_left_as_it_was(ti
     again, _ = trained_model(cfg, runs_dir=tmp_path, progress=False)
     assert again.from_cache and again.metrics == run.metrics  # the kept run is the one of the kept weights
     assert len(RunCache(tmp_path).listing().runs) == 1
+
+
+def test_retrained_weights_replace_the_cached_run_too(tiny_config, tmp_path):
+    from ftlab import train
+
+    cfg = tiny_config.replace(model="tiny-pretrained", max_steps=2, eval_steps=2, exact_match_size=0, max_seq_length=96)
+    train(cfg, runs_dir=tmp_path, progress=False)
+    path = next(tmp_path.glob("*.json"))
+    before = path.read_bytes()
+    run, _ = trained_model(cfg, runs_dir=tmp_path, progress=False, retrain=True)
+    assert path.read_bytes() != before  # the cache holds the retrained run, whose weights are kept
+    assert train(cfg, runs_dir=tmp_path, progress=False).metrics == run.metrics

@@ -84,7 +84,9 @@ def trained_model(config: RunConfig, *, label: str = "", runs_dir: str | Path | 
     the cache as it was: the kept Run is the retrained one, the same run up to floating-point
     summation order (another thread count can change the last digits of its metrics).
     A config not yet in the cache is cached too, so ``train(config)`` finds it afterwards.
-    ``retrain`` trains again even where weights are kept (they are replaced)."""
+    ``retrain`` trains again even where weights are kept, and replaces both the kept weights
+    and the cached run, so a report retrained with ``keep_weights`` reads the run whose
+    weights were kept."""
     from ftlab.training.train import train  # train imports the whole training stack
 
     cache = RunCache(runs_dir)
@@ -97,7 +99,7 @@ def trained_model(config: RunConfig, *, label: str = "", runs_dir: str | Path | 
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{key}-", dir=folder.parent) as tmp:
         run = train(config, retrain=True, label=label, runs_dir=runs_dir, progress=progress,
-                    callbacks=[KeepWeights(tmp)], save=cache.load_completed(key) is None)
+                    callbacks=[KeepWeights(tmp)], save=retrain or cache.load_completed(key) is None)
         if run.status != "completed" or not _saved(Path(tmp)):
             raise RuntimeError(f"{run.name} ended {run.status} without weights to keep")
         run.key = key
